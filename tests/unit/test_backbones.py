@@ -1,0 +1,70 @@
+import keras
+import numpy as np
+import pytest
+
+from transferkit.backbones import BACKBONES, unfreeze_top_blocks
+from transferkit.errors import TransferkitError
+from transferkit.layers import Preprocess
+from transferkit.weights import build_base
+
+
+def test_the_three_required_backbones_are_registered():
+    assert {"vgg16", "resnet50", "inception_v3"} <= set(BACKBONES)
+    assert BACKBONES["vgg16"].preprocess == BACKBONES["resnet50"].preprocess == "caffe"
+    assert BACKBONES["inception_v3"].preprocess == "tf"
+    assert BACKBONES["inception_v3"].min_size == 75 and BACKBONES["vgg16"].min_size == 32
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_backbone_builds_at_its_min_size_and_declares_real_blocks(name):
+    spec = BACKBONES[name]
+    base = build_base(name, "none", spec.min_size)
+    layer_names = [layer.name for layer in base.layers]
+    positions = [layer_names.index(end) for end in spec.block_ends]
+    assert positions == sorted(positions), "blocks must be listed bottom to top"
+    out = base.predict(np.zeros((1, spec.min_size, spec.min_size, 3), "float32"), verbose=0)
+    assert out.ndim == 4 and out.shape[0] == 1
+
+
+@pytest.mark.parametrize("name", ["vgg16", "inception_v3"])
+def test_image_size_below_minimum_is_refused(name):
+    spec = BACKBONES[name]
+    with pytest.raises(TransferkitError, match=f"minimum of {spec.min_size}"):
+        build_base(name, "none", spec.min_size - 1)
+
+
+def test_unfreeze_top_block_of_vgg16_opens_only_block5():
+    base = build_base("vgg16", "none", 32)
+    opened = unfreeze_top_blocks(base, BACKBONES["vgg16"], 1)
+    assert opened == ["block5_conv1", "block5_conv2", "block5_conv3"]
+    trainable = {layer.name for layer in base.layers if layer.trainable and layer.weights}
+    assert trainable == set(opened)
+    opened_two = unfreeze_top_blocks(base, BACKBONES["vgg16"], 2)
+    assert opened_two[0] == "block4_conv1" and len(opened_two) == 6
+    assert unfreeze_top_blocks(base, BACKBONES["vgg16"], 0) == []
+    assert len(unfreeze_top_blocks(base, BACKBONES["vgg16"], 5)) == 13
+    with pytest.raises(TransferkitError, match="between 0 and 5"):
+        unfreeze_top_blocks(base, BACKBONES["vgg16"], 6)
+
+
+def test_unfreeze_top_block_of_resnet50_is_stage_conv5():
+    base = build_base("resnet50", "none", 32)
+    opened = unfreeze_top_blocks(base, BACKBONES["resnet50"], 1)
+    assert opened and all(name.startswith("conv5_") for name in opened)
+
+
+@pytest.mark.parametrize("mode, reference", [
+    ("caffe", keras.applications.vgg16.preprocess_input),
+    ("tf", keras.applications.inception_v3.preprocess_input),
+    ("torch", keras.applications.densenet.preprocess_input),
+])
+def test_preprocess_layer_matches_keras_applications(mode, reference):
+    images = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    expected = reference(images.copy())
+    np.testing.assert_allclose(np.asarray(Preprocess(mode)(images)), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_preprocess_layer_round_trips_through_config():
+    layer = Preprocess("tf")
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert clone.mode == "tf"

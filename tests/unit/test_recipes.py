@@ -1,0 +1,89 @@
+import pytest
+
+from transferkit.errors import TransferkitError
+from transferkit.recipes import apply_override, list_recipes, load_recipe, recipe_from_dict
+
+
+def test_shipped_recipes_load_and_validate():
+    names = list_recipes()
+    assert {"demo", "cats_dogs", "flowers"} <= set(names)
+    for name in names:
+        recipe = load_recipe(name)
+        assert recipe.name == name
+        assert recipe.strategy in ("feature_extraction", "frozen_augment", "finetune", "scratch")
+
+
+def test_recipe_found_by_name_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_recipe("demo").data.source == "sample"
+
+
+def test_recipe_by_path_and_round_trip_through_yaml(tmp_path):
+    recipe = load_recipe("demo", overrides=["finetune.unfreeze_blocks=2", "image_size=48"])
+    path = tmp_path / "mine.yaml"
+    path.write_text(recipe.to_yaml())
+    again = load_recipe(str(path))
+    assert again == recipe
+    assert again.finetune.unfreeze_blocks == 2 and again.image_size == 48
+
+
+def test_overrides_parse_values_as_yaml_and_coerce_types():
+    recipe = load_recipe("demo", overrides=["finetune.learning_rate=1e-4", "augment.flip=none", "seed=7"])
+    assert recipe.finetune.learning_rate == pytest.approx(1e-4)
+    assert recipe.augment.flip == "none"
+    assert recipe.seed == 7
+
+
+def test_top_level_fields_override_the_recipe():
+    recipe = load_recipe("demo", strategy="scratch", image_size=40)
+    assert (recipe.strategy, recipe.image_size) == ("scratch", 40)
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("finetune.unfreez_blocks=2", "unknown key 'finetune.unfreez_blocks' in finetune (did you mean 'unfreeze_blocks'?)"),
+    ("imagesize=3", "unknown key 'imagesize' in recipe (did you mean 'image_size'?)"),
+    ("image_size=big", "image_size"),
+    ("finetune.learning_rate=-1", "finetune.learning_rate"),
+    ("head.pooling=median", "head.pooling"),
+    ("novalue", "key=value"),
+])
+def test_bad_overrides_name_the_key(override, expected):
+    with pytest.raises(TransferkitError) as err:
+        load_recipe("demo", overrides=[override])
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_key_in_a_recipe_file_is_rejected_with_the_key_named(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  sorce: sample\n")
+    with pytest.raises(TransferkitError, match=r"unknown key 'data.sorce'.*did you mean 'source'"):
+        load_recipe(str(path))
+
+
+def test_wrong_type_in_a_recipe_file_is_rejected(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("batch_size: [1, 2]\n")
+    with pytest.raises(TransferkitError, match="batch_size"):
+        load_recipe(str(path))
+
+
+def test_unknown_recipe_suggests_the_closest():
+    with pytest.raises(TransferkitError, match="did you mean 'demo'"):
+        load_recipe("demoo")
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(TransferkitError, match="not valid YAML"):
+        load_recipe(str(path))
+
+
+def test_apply_override_builds_nested_sections():
+    assert apply_override({}, "head.units=128") == {"head": {"units": 128}}
+
+
+def test_recipe_from_dict_requires_a_name():
+    with pytest.raises(TransferkitError, match="name"):
+        recipe_from_dict({})

@@ -1,0 +1,115 @@
+"""The pretrained backbones: one frozen spec per architecture, in one registry.
+
+Each spec says, in one place, how to build the conv base (``keras.applications``, ``include_top=False``),
+which preprocessing it expects, its default and minimum input size, and where its conv blocks end, so that
+"unfreeze the top N blocks" means the same thing to every strategy.
+"""
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+
+from transferkit.errors import TransferkitError
+from transferkit.registry import Registry
+
+BACKBONES = Registry("backbone")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What transferkit knows about one backbone architecture.
+
+    Args:
+        name: registry name, e.g. ``"vgg16"``.
+        builder: the ``keras.applications`` constructor.
+        preprocess: a :class:`transferkit.layers.Preprocess` mode (``caffe``, ``tf``, ``torch``, ``none``).
+        default_size: the input size the ImageNet weights were trained at.
+        min_size: the smallest input height/width the architecture accepts.
+        block_ends: names of the layers that end each conv block, bottom to top.
+        imagenet_file: the file ``weights="imagenet"`` looks for in the Keras cache (``~/.keras/models``).
+
+    Example:
+        >>> spec = BACKBONES["vgg16"]
+        >>> spec.block_ends[-1]
+        'block5_pool'
+    """
+
+    name: str
+    builder: Callable
+    preprocess: str
+    default_size: int
+    min_size: int
+    block_ends: tuple
+    imagenet_file: str
+    description: str = ""
+
+    def imagenet_filename(self, image_size):
+        """The Keras-cache file name of this backbone's ImageNet no-top weights at ``image_size``."""
+        if "{size}" not in self.imagenet_file:
+            return self.imagenet_file
+        size = image_size if image_size in (96, 128, 160, 192, 224) else 224
+        return self.imagenet_file.format(size=size)
+
+    def check_size(self, image_size):
+        """Raise a TransferkitError if ``image_size`` is below this backbone's minimum."""
+        if image_size < self.min_size:
+            raise TransferkitError(
+                f"image size {image_size} is below {self.name}'s minimum of {self.min_size} pixels"
+            )
+
+
+def _spec(name, builder, preprocess, block_ends, imagenet_file, min_size=32, default_size=224, description=""):
+    return BACKBONES.register(name, BackboneSpec(name, builder, preprocess, default_size, min_size,
+                                                 tuple(block_ends), imagenet_file, description))
+
+
+_spec("vgg16", keras.applications.VGG16, "caffe",
+      [f"block{i}_pool" for i in range(1, 6)],
+      "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+      description="VGG16, 13 conv layers in 5 blocks (Simonyan & Zisserman 2014)")
+_spec("resnet50", keras.applications.ResNet50, "caffe",
+      ["pool1_pool", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"],
+      "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+      description="ResNet50, stem + 4 residual stages (He et al. 2015)")
+_spec("inception_v3", keras.applications.InceptionV3, "tf",
+      ["mixed2", "mixed3", "mixed7", "mixed8", "mixed10"],
+      "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", min_size=75, default_size=299,
+      description="InceptionV3; blocks: stem+mixed0-2, mixed3, mixed4-7, mixed8, mixed9-10 (Szegedy et al. 2015)")
+_spec("mobilenet_v2", keras.applications.MobileNetV2, "tf",
+      ["block_2_add", "block_5_add", "block_9_add", "block_12_add", "block_15_add", "out_relu"],
+      "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5",
+      description="MobileNetV2 1.0, inverted residual stages (Sandler et al. 2018)")
+_spec("efficientnet_b0", keras.applications.EfficientNetB0, "none",
+      ["block1a_project_bn", "block2b_add", "block3b_add", "block4c_add", "block5c_add", "block6d_add",
+       "top_activation"],
+      "efficientnetb0_notop.h5",
+      description="EfficientNetB0, 7 MBConv stages; rescales its own inputs (Tan & Le 2019)")
+
+
+def unfreeze_top_blocks(base, spec, num_blocks):
+    """Make the top ``num_blocks`` conv blocks of ``base`` trainable and everything below frozen.
+
+    BatchNormalization layers stay frozen, which in Keras 3 also keeps them in inference mode (moving
+    statistics fixed). Calling the base with ``training=False`` is not enough on its own: a Functional model
+    passes its own ``training`` flag down to nested models during ``fit``.
+    Returns the names of the layers now trainable. Recompile the model afterwards.
+
+    Example:
+        >>> unfreeze_top_blocks(vgg16_base, BACKBONES["vgg16"], 1)[:1]
+        ['block5_conv1']
+    """
+    if not 0 <= num_blocks <= len(spec.block_ends):
+        raise TransferkitError(
+            f"unfreeze_blocks must be between 0 and {len(spec.block_ends)} for {spec.name}; got {num_blocks}"
+        )
+    names = [layer.name for layer in base.layers]
+    if num_blocks == 0:
+        start = len(names)
+    elif num_blocks == len(spec.block_ends):
+        start = 0
+    else:
+        start = names.index(spec.block_ends[-num_blocks - 1]) + 1
+    base.trainable = True
+    for i, layer in enumerate(base.layers):
+        layer.trainable = i >= start and not isinstance(layer, keras.layers.BatchNormalization)
+    return [layer.name for layer in base.layers[start:] if layer.trainable and layer.weights]

