@@ -113,6 +113,7 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
         "backbone": None if recipe.strategy == "scratch" else recipe.backbone,
         "baseline": trained.info.get("baseline"),
         "weights": None if recipe.strategy == "scratch" else weights_id(recipe.weights),
+        "base_blocks": None if recipe.strategy == "scratch" else recipe.base_blocks,
         "image_size": recipe.image_size,
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],

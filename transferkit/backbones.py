@@ -98,17 +98,18 @@ def unfreeze_top_blocks(base, spec, num_blocks):
         >>> unfreeze_top_blocks(vgg16_base, BACKBONES["vgg16"], 1)[:1]
         ['block5_conv1']
     """
-    if not 0 <= num_blocks <= len(spec.block_ends):
-        raise TransferkitError(
-            f"unfreeze_blocks must be between 0 and {len(spec.block_ends)} for {spec.name}; got {num_blocks}"
-        )
     names = [layer.name for layer in base.layers]
+    ends = [end for end in spec.block_ends if end in names]  # a base cut with base_blocks has fewer
+    if not 0 <= num_blocks <= len(ends):
+        raise TransferkitError(
+            f"unfreeze_blocks must be between 0 and {len(ends)} for this {spec.name} base; got {num_blocks}"
+        )
     if num_blocks == 0:
         start = len(names)
-    elif num_blocks == len(spec.block_ends):
+    elif num_blocks == len(ends):
         start = 0
     else:
-        start = names.index(spec.block_ends[-num_blocks - 1]) + 1
+        start = names.index(ends[-num_blocks - 1]) + 1
     base.trainable = True
     for i, layer in enumerate(base.layers):
         layer.trainable = i >= start and not isinstance(layer, keras.layers.BatchNormalization)

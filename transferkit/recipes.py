@@ -101,6 +101,7 @@ class Recipe(_Section):
     image_size: int = Field(224, ge=1)
     backbone: str = "vgg16"
     weights: str = "imagenet"
+    base_blocks: Optional[int] = Field(None, ge=1)
     strategy: str = "finetune"
     seed: int = 42
     batch_size: int = Field(32, ge=1)

@@ -121,13 +121,17 @@ def _load_file(base, path):
         raise TransferkitError(f"cannot load weights from {path} into {base.name}: {detail}")
 
 
-def build_base(backbone, weights, image_size):
+def build_base(backbone, weights, image_size, blocks=None):
     """Build a backbone's conv base (``include_top=False``) with weights from ``weights``.
 
+    ``blocks`` keeps only the first ``blocks`` conv blocks: when the new images differ a lot from the
+    ones the weights were trained on, the lower, more generic blocks transfer better (Chollet, 5.3.1).
+
     Example:
-        >>> base = build_base("vgg16", "hed-bsds500", 32)
-        >>> base.output_shape
+        >>> build_base("vgg16", "hed-bsds500", 32).output_shape
         (None, 1, 1, 512)
+        >>> build_base("vgg16", "hed-bsds500", 32, blocks=4).output_shape
+        (None, 2, 2, 512)
     """
     spec = BACKBONES.get_or_raise(backbone)
     spec.check_size(image_size)
@@ -138,4 +142,8 @@ def build_base(backbone, weights, image_size):
         _load_hed(base)
     elif weights not in ("imagenet", "none"):
         _load_file(base, weights)
-    return base
+    if blocks is None or blocks == len(spec.block_ends):
+        return base
+    if not 1 <= blocks <= len(spec.block_ends):
+        raise TransferkitError(f"base_blocks must be between 1 and {len(spec.block_ends)} for {backbone}; got {blocks}")
+    return keras.Model(base.input, base.get_layer(spec.block_ends[blocks - 1]).output, name=base.name)

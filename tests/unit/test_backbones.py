@@ -68,3 +68,13 @@ def test_preprocess_layer_round_trips_through_config():
     layer = Preprocess("tf")
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert clone.mode == "tf"
+
+
+def test_base_blocks_cuts_the_base_and_unfreezing_counts_from_the_cut():
+    base = build_base("vgg16", "none", 32, blocks=3)
+    assert base.output_shape == (None, 4, 4, 256) and base.layers[-1].name == "block3_pool"
+    assert unfreeze_top_blocks(base, BACKBONES["vgg16"], 1) == ["block3_conv1", "block3_conv2", "block3_conv3"]
+    with pytest.raises(TransferkitError, match="between 0 and 3"):
+        unfreeze_top_blocks(base, BACKBONES["vgg16"], 4)
+    with pytest.raises(TransferkitError, match="between 1 and 5"):
+        build_base("vgg16", "none", 32, blocks=6)

@@ -83,7 +83,7 @@ def fit_stage(ctx, model, stage, train, val, epochs, start_epoch=0, **fit_kwargs
 def frozen_classifier(ctx):
     """The backbone with the recipe's weights, frozen, with a fresh head: ``(model, base, head)``."""
     recipe, spec = ctx.recipe, ctx.spec
-    base = build_base(recipe.backbone, recipe.weights, recipe.image_size)
+    base = build_base(recipe.backbone, recipe.weights, recipe.image_size, recipe.base_blocks)
     base.trainable = False
     head = build_head(base.output_shape[1:], ctx.splits.num_classes, recipe.head)
     return build_classifier(base, spec.preprocess, head, recipe.image_size), base, head

@@ -22,7 +22,8 @@ def feature_extraction(ctx):
     features, hits = {}, 0
     for split in ("train", "val"):
         key = cache_key(backbone=recipe.backbone, weights=weights_id(recipe.weights), image_size=recipe.image_size,
-                        resize=recipe.data.resize, data=ctx.splits.fingerprint, split=split)
+                        base_blocks=recipe.base_blocks, resize=recipe.data.resize, data=ctx.splits.fingerprint,
+                        split=split)
         features[split], hit = cached_features(key, lambda: extract(extractor, ctx.data(split)))
         hits += hit
     compile_model(head, config.learning_rate)
