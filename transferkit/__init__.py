@@ -10,13 +10,14 @@ Example:
 import importlib
 
 _EXPORTS = {
-    "run": "transferkit.api", "evaluate": "transferkit.api", "RunResult": "transferkit.api",
+    "run": "transferkit.api", "RunResult": "transferkit.api", "compare": "transferkit.compare",
     "catalog": "transferkit.catalog",
     "BACKBONES": "transferkit.backbones", "BASELINES": "transferkit.baselines",
     "STRATEGIES": "transferkit.strategies", "DATA_SOURCES": "transferkit.data.sources",
     "Splits": "transferkit.data.sources", "from_arrays": "transferkit.data.sources",
     "load_data": "transferkit.data.sources", "TransferkitError": "transferkit.errors",
     "Recipe": "transferkit.recipes", "list_recipes": "transferkit.recipes", "load_recipe": "transferkit.recipes",
+    "load": "transferkit.predict",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,5 +1,6 @@
 """The Python API: ``run`` a recipe end to end; the CLI only parses arguments and calls this."""
-import time
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,9 +11,16 @@ from transferkit.data.embedded import ArraySplits
 from transferkit.data.sources import Splits, from_arrays, load_data
 from transferkit.errors import TransferkitError
 from transferkit.recipes import Recipe, load_recipe
-from transferkit.runs import history_csv, new_run_dir, plot_history, save_model, write_atomic, write_json
+from transferkit.evaluation import classification_report, plot_confusion
+from transferkit.runs import (PeakMemory, RunTracker, history_csv, new_run_dir, plot_history, run_key, save_model,
+                              write_atomic, write_json)
 from transferkit.strategies import STRATEGIES, Context
+from transferkit.strategies.common import NonFiniteLoss
 from transferkit.weights import weights_id
+
+
+class RunInterrupted(TransferkitError):
+    """The run was stopped with Ctrl-C; it can be resumed from its last completed epoch."""
 
 
 @dataclass
@@ -31,37 +39,40 @@ class RunResult:
     recipe: Recipe
 
 
-def _resolve_data(data, recipe, class_names):
+def resolve_data(data, recipe, class_names=None):
+    """The :class:`Splits` to train on and the recipe that says where they came from.
+
+    ``data`` is None (the recipe's own), a folder path, arrays (a dict of splits or ``ArraySplits``) or
+    :class:`Splits`; in-memory data are recorded in the recipe as ``data.source: arrays``.
+
+    Example:
+        >>> splits, recipe = resolve_data("photos", load_recipe("demo"))
+    """
     if data is None:
+        if recipe.data.source == "arrays":
+            raise TransferkitError("this recipe's data were arrays given in Python: pass them again with data=...")
         return load_data(recipe.data, recipe.seed), recipe
     if isinstance(data, Splits):
-        return data, recipe
+        return data, load_recipe(recipe, ["data.source=arrays"])
     if isinstance(data, (str, Path)):
         recipe = load_recipe(recipe, overrides=["data.source=folder", f"data.path={data}"])
         return load_data(recipe.data, recipe.seed), recipe
     if isinstance(data, (ArraySplits, dict)):
-        return from_arrays(data, class_names), recipe
+        return from_arrays(data, class_names), load_recipe(recipe, ["data.source=arrays"])
     raise TransferkitError(f"data must be a folder path, a dict of splits or Splits; got {type(data).__name__}")
 
 
-def evaluate(model, dataset, class_names):
-    """Test loss, accuracy and per-class accuracy of ``model`` on a batched ``(images, labels)`` dataset.
+def predict_split(model, dataset):
+    """``(labels, probabilities)`` of ``model`` over a batched ``(images, labels)`` dataset, in order.
 
     Example:
-        >>> evaluate(result.model, batches(splits.datasets["test"], 32, 64), splits.class_names)["accuracy"]
+        >>> labels, probabilities = predict_split(result.model, batches(splits.datasets["test"], 32, 64))
     """
-    probs, labels = [], []
+    probabilities, labels = [], []
     for images, batch_labels in dataset:
-        probs.append(np.asarray(model.predict_on_batch(images), dtype=np.float64))
+        probabilities.append(np.asarray(model.predict_on_batch(images), dtype=np.float64))
         labels.append(np.asarray(batch_labels))
-    probs, labels = np.concatenate(probs), np.concatenate(labels)
-    predicted = probs.argmax(axis=1)
-    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0))))
-    per_class = {
-        name: float(np.mean(predicted[labels == i] == i)) if np.any(labels == i) else None
-        for i, name in enumerate(class_names)
-    }
-    return {"loss": loss, "accuracy": float(np.mean(predicted == labels)), "per_class_accuracy": per_class}
+    return np.concatenate(labels), np.concatenate(probabilities)
 
 
 def _parameters(model):
@@ -69,8 +80,23 @@ def _parameters(model):
     return trainable, int(sum(np.prod(w.shape) for w in model.weights))
 
 
+def _resumable(run_dir):
+    run_dir = Path(run_dir)
+    state_file = run_dir / "run.json"
+    if not (run_dir / "recipe.yaml").is_file() or not state_file.is_file():
+        raise TransferkitError(f"{run_dir} is not a transferkit run directory (no recipe.yaml and run.json)")
+    if json.loads(state_file.read_text()).get("status") == "completed":
+        raise TransferkitError(f"{run_dir} has completed already; there is nothing to resume")
+    return run_dir, load_recipe(str(run_dir / "recipe.yaml"))
+
+
+def _one_line(err):
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"[:500]
+
+
 def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=None, image_size=None,
-        data=None, class_names=None, data_dir=None, out="runs", overrides=(), verbose=2):
+        data=None, class_names=None, data_dir=None, out="runs", overrides=(), resume=None, verbose=2):
     """Train a recipe end to end and write its run directory.
 
     Args:
@@ -82,6 +108,8 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
         data_dir: where prepared tfds data lives (``data.data_dir``).
         out: the parent folder of run directories.
         overrides: ``"key.sub=value"`` strings, as ``--set`` takes them.
+        resume: a run directory whose run stopped (killed, interrupted, failed): it continues from its last
+            completed epoch, stage included, with the recipe saved there (other arguments but ``data`` ignored).
         verbose: Keras verbosity (0 silent, 1 progress bars, 2 one line per epoch).
 
     Example:
@@ -89,38 +117,81 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
         >>> sorted(p.name for p in result.run_dir.iterdir())[:3]
         ['curves.png', 'history.csv', 'metrics.json']
     """
-    overrides = list(overrides)
-    if data_dir is not None:
-        overrides.append(f"data.data_dir={data_dir}")
-    recipe = load_recipe(recipe, overrides, strategy=strategy, backbone=backbone, weights=weights,
-                         image_size=image_size)
-    STRATEGIES.get_or_raise(recipe.strategy)
-    if epochs is not None:
-        recipe = load_recipe(recipe, [f"{recipe.strategy}.epochs={epochs}"])
-    started = time.time()
+    if resume is not None:
+        run_dir, recipe = _resumable(resume)
+    else:
+        overrides = list(overrides) + ([f"data.data_dir={data_dir}"] if data_dir is not None else [])
+        recipe = load_recipe(recipe, overrides, strategy=strategy, backbone=backbone, weights=weights,
+                             image_size=image_size)
+        STRATEGIES.get_or_raise(recipe.strategy)
+        if epochs is not None:
+            recipe = load_recipe(recipe, [f"{recipe.strategy}.epochs={epochs}"])
+    splits, recipe = resolve_data(data, recipe, class_names)
+    return run_resolved(recipe, splits, out=out, verbose=verbose, run_dir=run_dir if resume is not None else None)
+
+
+def run_resolved(recipe, splits, out="runs", verbose=2, run_dir=None):
+    """:func:`run` for a validated :class:`Recipe` and loaded :class:`Splits`, in a new run directory
+    under ``out`` or continuing ``run_dir``.
+
+    Example:
+        >>> result = run_resolved(load_recipe("demo"), load_data(load_recipe("demo").data))
+    """
     keras.utils.set_random_seed(recipe.seed)
-    splits, recipe = _resolve_data(data, recipe, class_names)
-    run_dir = new_run_dir(out, recipe.name, recipe.strategy)
-    write_atomic(run_dir / "recipe.yaml", recipe.to_yaml())
-    ctx = Context(recipe, splits, verbose=verbose)
-    trained = STRATEGIES[recipe.strategy](ctx)
-    test = evaluate(trained.model, ctx.data("test"), splits.class_names)
+    if run_dir is None:
+        run_dir = new_run_dir(out, recipe.name, recipe.strategy)
+        write_atomic(run_dir / "recipe.yaml", recipe.to_yaml())
+    tracker = RunTracker(run_dir)
+    if tracker.state.get("data", splits.fingerprint) != splits.fingerprint:
+        raise TransferkitError(f"the data differs from the data {run_dir} started with; start a new run instead")
+    tracker.set_status("running", data=splits.fingerprint, key=run_key(recipe, splits))
+    ctx = Context(recipe, splits, verbose=verbose, tracker=tracker)
+    try:
+        with PeakMemory() as memory:
+            trained = STRATEGIES[recipe.strategy](ctx)
+    except KeyboardInterrupt:
+        tracker.set_status("interrupted")
+        raise RunInterrupted(f"interrupted; every completed epoch is saved: transferkit run --resume {run_dir}") \
+            from None
+    except NonFiniteLoss as err:
+        save_model(ctx.model, run_dir / "model.keras")
+        tracker.set_status("failed", reason=str(err))
+        raise NonFiniteLoss(f"{err} (saved to {run_dir / 'model.keras'})") from None
+    except Exception as err:
+        tracker.set_status("failed", reason=_one_line(err))
+        raise
+    metrics = _finish(ctx, trained, tracker, memory.peak_mb)
+    return RunResult(trained.model, metrics, trained.history, run_dir, recipe)
+
+
+def _finish(ctx, trained, tracker, peak_rss_mb):
+    """Evaluate on the test split, write the model, history, curves and metrics; mark the run completed."""
+    recipe, splits, run_dir = ctx.recipe, ctx.splits, tracker.run_dir
+    labels, probabilities = predict_split(trained.model, ctx.data("test"))
+    test = classification_report(labels, probabilities, splits.class_names)
+    epoch_seconds = sum(row.get("seconds", 0.0) for row in trained.history)
     trainable, total = _parameters(trained.model)
     val_accuracies = [row["val_accuracy"] for row in trained.history if "val_accuracy" in row]
+    scratch = recipe.strategy == "scratch"
     metrics = {
         "recipe": recipe.name,
         "strategy": recipe.strategy,
-        "backbone": None if recipe.strategy == "scratch" else recipe.backbone,
+        "backbone": None if scratch else recipe.backbone,
         "baseline": trained.info.get("baseline"),
-        "weights": None if recipe.strategy == "scratch" else weights_id(recipe.weights),
-        "base_blocks": None if recipe.strategy == "scratch" else recipe.base_blocks,
+        "weights": None if scratch else weights_id(recipe.weights),
+        "base_blocks": None if scratch else recipe.base_blocks,
         "image_size": recipe.image_size,
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
-        "per_class_accuracy": test["per_class_accuracy"],
+        "per_class_accuracy": {name: c["recall"] for name, c in test["per_class"].items()},
+        "per_class": test["per_class"],
+        "confusion_matrix": test["confusion_matrix"],
         "best_val_accuracy": max(val_accuracies) if val_accuracies else None,
         "epochs": len(trained.history),
-        "wall_time_s": round(time.time() - started, 2),
+        "wall_time_s": round(tracker.elapsed(), 2),
+        "train_images_per_s": round(splits.counts["train"] * len(trained.history) / epoch_seconds, 1)
+        if epoch_seconds else None,
+        "peak_rss_mb": round(peak_rss_mb, 1),
         "trainable_params": trainable,
         "total_params": total,
         "num_examples": splits.counts,
@@ -131,5 +202,9 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
     write_atomic(run_dir / "history.csv", history_csv(trained.history))
     if trained.history:
         plot_history(trained.history, run_dir / "curves.png", f"{recipe.name}: {recipe.strategy}")
+    plot_confusion(test["confusion_matrix"], splits.class_names, run_dir / "confusion.png",
+                   f"{recipe.name}: {recipe.strategy}, test accuracy {test['accuracy']:.3f}")
     write_json(run_dir / "metrics.json", metrics)
-    return RunResult(trained.model, metrics, trained.history, run_dir, recipe)
+    tracker.set_status("completed")
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    return metrics

@@ -50,7 +50,7 @@ def _friendly(command):
                 raise
             message = str(err) if isinstance(err, TransferkitError) else f"{err.strerror or err}: {err.filename}"
             click.echo(f"error: {message}", err=True)
-            sys.exit(2)
+            sys.exit(130 if type(err).__name__ == "RunInterrupted" else 2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
@@ -65,7 +65,8 @@ def main():
 
 
 @main.command()
-@click.argument("recipe")
+@click.argument("recipe", required=False)
+@click.option("--resume", type=click.Path(file_okay=False), help="Continue a stopped run from its last completed epoch.")
 @click.option("--strategy", help="feature_extraction, frozen_augment, finetune or scratch.")
 @click.option("--backbone", help="A backbone name (transferkit list backbones).")
 @click.option("--weights", help="imagenet, none, hed-bsds500 (VGG16, offline) or a weights file.")
@@ -77,11 +78,18 @@ def main():
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any recipe key, e.g. finetune.unfreeze_blocks=2.")
 @click.option("--quiet", is_flag=True, help="No per-epoch lines.")
 @_friendly
-def run(recipe, strategy, backbone, weights, epochs, image_size, data_dir, data_path, out, overrides, quiet):
-    """Train RECIPE (a shipped name such as demo or cats_dogs, or a YAML path) and write a run directory."""
-    from transferkit.api import run as run_recipe
+def run(recipe, resume, strategy, backbone, weights, epochs, image_size, data_dir, data_path, out, overrides, quiet):
+    """Train RECIPE (a shipped name such as demo or cats_dogs, or a YAML path) and write a run directory.
 
-    result = run_recipe(recipe, strategy=strategy, backbone=backbone, weights=weights, epochs=epochs,
+    With --resume RUN_DIR instead, continue a run that was killed or interrupted.
+    """
+    from transferkit.api import run as run_recipe
+    from transferkit.errors import TransferkitError
+
+    if bool(recipe) == bool(resume):
+        raise TransferkitError("give a RECIPE to run, or --resume RUN_DIR, not both" if recipe else
+                               "give a RECIPE (transferkit list recipes) or --resume RUN_DIR")
+    result = run_recipe(recipe, resume=resume, strategy=strategy, backbone=backbone, weights=weights, epochs=epochs,
                         image_size=image_size, data=data_path, data_dir=data_dir, out=out, overrides=overrides,
                         verbose=0 if quiet else 2)
     m = result.metrics
@@ -106,3 +114,210 @@ def list_(what):
 
     for name, description in catalog(what):
         click.echo(f"{name:20s} {description}")
+
+
+@main.command("export")
+@click.argument("run_dir")
+@click.option("--format", "format_", type=click.Choice(["savedmodel", "keras", "tflite", "onnx"]),
+              default="savedmodel", show_default=True, help="The artifact to write.")
+@click.option("--out", help="Folder to write (default RUN_DIR/export/FORMAT).")
+@_friendly
+def export_(run_dir, format_, out):
+    """Export the model of RUN_DIR, reload it and check it predicts as the in-memory model does."""
+    from transferkit.export import export
+
+    manifest = export(run_dir, format_, out)
+    parity = manifest["parity"]
+    click.echo(f"{format_} export in {manifest['out']}")
+    for name in manifest["files"] + ["export.json"]:
+        click.echo(f"    {name}")
+    click.echo(f"  parity  max abs diff {parity['max_abs_diff']:.2e} on {parity['sample_images']} sample images "
+               f"(tolerance {parity['tolerance']:g})")
+
+
+@main.command("predict")
+@click.argument("source")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="Labels per image.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@_friendly
+def predict_(source, images, top_k, as_json):
+    """Classify IMAGES with SOURCE: a run directory, a Keras export or a SavedModel export."""
+    import json
+
+    from transferkit.errors import TransferkitError
+    from transferkit.predict import load, read_image
+
+    predictor = load(source)
+    readable, results = [], {}
+    for path in images:
+        try:
+            readable.append((path, read_image(path)))
+        except TransferkitError as err:
+            click.echo(f"error: {err}", err=True)
+            results[path] = {"image": path, "error": str(err)}
+    probabilities = predictor.predict([array for _, array in readable])
+    for (path, _), top in zip(readable, predictor.top_k(probabilities, top_k)):
+        results[path] = {"image": path, "predictions": [{"label": label, "probability": p} for label, p in top]}
+    ordered = [results[path] for path in images]
+    if as_json:
+        click.echo(json.dumps(ordered, indent=2))
+    else:
+        for result in ordered:
+            if "predictions" in result:
+                answers = "  ".join(f"{p['label']} {p['probability']:.4f}" for p in result["predictions"])
+                click.echo(f"{result['image']}: {answers}")
+    if len(readable) < len(images):
+        sys.exit(2)
+
+
+@main.command("evaluate")
+@click.argument("run_dir")
+@click.option("--data", "data_path", help="A folder of class subfolders (default: the run's own test split).")
+@click.option("--tta", type=click.IntRange(1, 12), default=1, show_default=True,
+              help="Test-time views averaged: original, flip, 5 crops, 5 flipped crops.")
+@click.option("--out", help="Where to write confusion_matrix.png and evaluation.json (default RUN_DIR).")
+@_friendly
+def evaluate_(run_dir, data_path, tta, out):
+    """Accuracy, per-class precision and recall and a confusion matrix of RUN_DIR's model."""
+    from transferkit.evaluation import evaluate_run
+
+    report = evaluate_run(run_dir, data=data_path, tta=tta, out=out)
+    click.echo(f"{report['num_examples']} images, {report['data']}, {tta} view{'s' if tta > 1 else ''}")
+    click.echo(f"  accuracy  {report['accuracy']:.4f}   (loss {report['loss']:.4f})")
+    width = max(len(name) for name in report["per_class"])
+    click.echo(f"  {'class':{width}s}  precision  recall  support")
+    for name, row in report["per_class"].items():
+        cells = [f"{row[key]:.4f}" if row[key] is not None else "-" for key in ("precision", "recall")]
+        click.echo(f"  {name:{width}s}  {cells[0]:>9s}  {cells[1]:>6s}  {row['support']:7d}")
+    for path in report["files"]:
+        click.echo(f"  wrote {path}")
+
+
+@main.group()
+def data():
+    """Check a data set before training, and preview its augmentation."""
+
+
+@data.command("check")
+@click.argument("source", metavar="DIR_OR_RECIPE")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key, e.g. seed=1.")
+@click.option("--data-dir", help="Folder of prepared tfds data (else TFDS_DATA_DIR or ~/tensorflow_datasets).")
+@_friendly
+def data_check(source, as_json, overrides, data_dir):
+    """Images per class per split, unreadable files, duplicates across splits and class imbalance of
+    DIR_OR_RECIPE (a folder of images or a recipe). Exits 0 when clean, 1 when problems are found."""
+    import json
+
+    from transferkit.data.check import check_data, recipe_for
+
+    recipe = recipe_for(source, overrides, data_dir)
+    report = check_data(recipe.data, recipe.seed)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.format())
+    sys.exit(1 if report.problems else 0)
+
+
+@data.command("preview")
+@click.argument("recipe", metavar="RECIPE_OR_DIR")
+@click.option("--out", default="augment-preview.png", show_default=True, help="The PNG to write.")
+@click.option("--n", "count", type=click.IntRange(1, 64), default=8, show_default=True, help="Training images shown.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key: augment.zoom=0.3.")
+@click.option("--data-dir", help="Folder of prepared tfds data (else TFDS_DATA_DIR or ~/tensorflow_datasets).")
+@_friendly
+def data_preview(recipe, out, count, overrides, data_dir):
+    """Write a PNG grid of training images and augmented copies of each: what the network sees."""
+    from transferkit.data.check import recipe_for
+    from transferkit.data.preview import write_preview
+
+    path = write_preview(recipe_for(recipe, overrides, data_dir), out, count)
+    click.echo(f"wrote {path}: {count} training images, each followed by 5 augmented copies")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True))
+@click.argument("image", type=click.Path())
+@click.option("--class", "class_name", help="Explain this class instead of the top prediction.")
+@click.option("--layer", help="The conv layer to explain (default: the last one).")
+@click.option("--out", type=click.Path(dir_okay=False), help="The PNG to write (default: RUN_DIR/explain/).")
+@_friendly
+def explain(run_dir, image, class_name, layer, out):
+    """Grad-CAM heatmap of IMAGE for the model in RUN_DIR (or a Keras export), with the top predictions."""
+    from transferkit.explain import explain_image
+
+    click.echo(f"wrote {explain_image(run_dir, image, class_name=class_name, out=out, layer=layer)}")
+
+
+@main.group()
+def visualize():
+    """Look inside a trained model: intermediate activations and filter patterns."""
+
+
+@visualize.command("activations")
+@click.argument("run_dir", type=click.Path(exists=True))
+@click.argument("image", type=click.Path())
+@click.option("--layers", help="Comma-separated conv layer names (default: all).")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for the PNGs (default: RUN_DIR/explain/).")
+@_friendly
+def visualize_activations(run_dir, image, layers, out):
+    """Grids of the feature maps IMAGE produces, one PNG per conv layer."""
+    from transferkit.explain import save_activations
+
+    for path in save_activations(run_dir, image, layers.split(",") if layers else None, out_dir=out):
+        click.echo(f"wrote {path}")
+
+
+@visualize.command("filters")
+@click.argument("run_dir", type=click.Path(exists=True))
+@click.option("--layer", required=True, help="A conv layer name, e.g. block1_conv1.")
+@click.option("--filters", default=16, show_default=True, help="How many filters to show.")
+@click.option("--steps", default=30, show_default=True, help="Gradient-ascent steps.")
+@click.option("--out", type=click.Path(dir_okay=False), help="The PNG to write (default: RUN_DIR/explain/).")
+@_friendly
+def visualize_filters(run_dir, layer, filters, steps, out):
+    """The input patterns that excite each filter of LAYER most, found by gradient ascent."""
+    from transferkit.explain import save_filter_patterns
+
+    click.echo(f"wrote {save_filter_patterns(run_dir, layer, out=out, filters=filters, steps=steps)}")
+
+
+@main.command("compare")
+@click.argument("recipe")
+@click.option("--strategies", help="Comma-separated strategies (default: scratch and the three transfer ones).")
+@click.option("--backbones", help="Comma-separated backbones for the transfer strategies (default: the recipe's).")
+@click.option("--baselines", help="Comma-separated baselines for scratch (default: the recipe's).")
+@click.option("--out", default="runs", show_default=True, help="Parent folder of the runs and the report.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any recipe key.")
+@click.option("--quiet", is_flag=True, help="Print only the table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
+@_friendly
+def compare_command(recipe, strategies, backbones, baselines, out, overrides, quiet, as_json):
+    """Run the strategies and baselines of RECIPE on identical splits; print a table and write a report.
+
+    Runs that completed before with the same recipe and data are reused, not trained again.
+    """
+    import json
+
+    from transferkit.compare import COLUMNS, compare
+
+    def split(text):
+        return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+    def progress(i, total, label, row, reused):
+        if quiet or as_json:
+            return
+        if row is None:
+            click.echo(f"[{i}/{total}] {label} ...", err=True)
+        else:
+            click.echo(f"[{i}/{total}] {label}: test accuracy {row['test_accuracy']:.3f}"
+                       f"{' (reused)' if reused else ''}", err=True)
+
+    comparison = compare(recipe, strategies=split(strategies), backbones=split(backbones),
+                         baselines=split(baselines), out=out, overrides=overrides, progress=progress)
+    if as_json:
+        keys = [key for key, _ in COLUMNS] + ["run_dir", "reused"]
+        click.echo(json.dumps([{k: row.get(k) for k in keys} for row in comparison.rows], indent=2))
+        return
+    click.echo(comparison.table())
+    if not quiet:
+        click.echo(f"\nreport: {comparison.report_dir / 'report.html'} and report.md")

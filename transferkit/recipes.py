@@ -5,10 +5,10 @@ and wrong types are rejected with the key named, and ``--set key.sub=value`` ove
 """
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from transferkit.errors import TransferkitError, did_you_mean
 
@@ -18,7 +18,12 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    """Where the images come from: ``sample`` (embedded), ``folder`` (one subfolder per class) or ``tfds``."""
+    """Where the images come from: ``sample`` (embedded), ``folder`` (one subfolder per class) or ``tfds``.
+
+    ``strict`` makes unreadable image files an error before training instead of skipping them with a warning;
+    ``class_weight`` is ``none``, ``auto`` (``n_samples / (n_classes * count_c)`` from the training split) or
+    a mapping of class name (or index) to weight, missing classes weighing 1; every strategy's ``fit`` uses it.
+    """
 
     source: str = "sample"
     name: Optional[str] = None
@@ -29,6 +34,17 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.15, ge=0, lt=1)
     test_fraction: float = Field(0.15, ge=0, lt=1)
     resize: Literal["squash", "crop", "pad"] = "squash"
+    strict: bool = False
+    class_weight: Union[Literal["none", "auto"], dict[Union[str, int], float]] = "none"
+
+    @field_validator("class_weight", mode="before")
+    @classmethod
+    def _none_auto_or_mapping(cls, value):
+        positive = isinstance(value, dict) and all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in value.values())
+        if value not in ("none", "auto") and not positive:
+            raise ValueError("class_weight takes none, auto or a mapping of class name to a positive weight")
+        return value
 
 
 class HeadConfig(_Section):
@@ -41,7 +57,12 @@ class HeadConfig(_Section):
 
 
 class AugmentConfig(_Section):
-    """Augmentations of the course (Keras preprocessing layers in the input pipeline, training only)."""
+    """Augmentations of the course (Keras layers in the input pipeline, on training batches only).
+
+    ``rotation`` is in degrees, shifts, shear and zoom are fractions of the image size; ``random_crop`` is
+    AlexNet's random crop as the fraction of the side kept (0.875 ~ 224 of 256), resized back, 1 = off;
+    ``pca_color`` is the standard deviation of AlexNet's PCA colour noise (0.1 in the paper), 0 = off.
+    """
 
     flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "horizontal"
     rotation: float = Field(40.0, ge=0, le=180)
@@ -50,6 +71,8 @@ class AugmentConfig(_Section):
     shear: float = Field(0.2, ge=0, lt=1)
     zoom: float = Field(0.2, ge=0, lt=1)
     fill_mode: Literal["nearest", "reflect", "constant", "wrap"] = "nearest"
+    random_crop: float = Field(1.0, gt=0, le=1)
+    pca_color: float = Field(0.0, ge=0, le=1)
 
 
 class StageConfig(_Section):
@@ -95,7 +118,7 @@ class Recipe(_Section):
         2
     """
 
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=64)  # names the run folder
     description: str = ""
     data: DataConfig = DataConfig()
     image_size: int = Field(224, ge=1)
@@ -151,8 +174,8 @@ def _read(name_or_path):
     if not path.is_file():
         raise TransferkitError(f"recipe file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise TransferkitError(f"recipe {path} is not valid YAML: {str(err).splitlines()[0]}") from err
     if not isinstance(data, dict):
         raise TransferkitError(f"recipe {path} must be a mapping of keys to values")

@@ -1,8 +1,10 @@
 """The run directory: where a run's model, history, metrics and plots go, each written atomically."""
 import csv
+import hashlib
 import io
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -90,3 +92,134 @@ def plot_history(rows, path, title):
 def write_json(path, data):
     """Write ``data`` as indented JSON, atomically."""
     write_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_history(path):
+    """History rows from a ``history.csv`` (numbers as floats, epoch as int), or [] if there is none."""
+    if not Path(path).is_file():
+        return []
+    rows = []
+    for row in csv.DictReader(Path(path).open()):
+        parsed = {k: (v if k == "stage" else float(v)) for k, v in row.items() if v not in ("", None)}
+        parsed["epoch"] = int(parsed["epoch"])
+        rows.append(parsed)
+    return rows
+
+
+class RunTracker:
+    """Keeps a run directory's ``run.json`` (status, stage, epoch) and ``history.csv`` current, epoch by epoch.
+
+    Example:
+        >>> tracker = RunTracker(run_dir)
+        >>> tracker.set_status("running")
+        >>> model.fit(..., callbacks=[tracker.callback("head")])
+    """
+
+    def __init__(self, run_dir):
+        self.run_dir = Path(run_dir)
+        self.history = read_history(self.run_dir / "history.csv")
+        state_file = self.run_dir / "run.json"
+        self.state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+        self._earlier, self._started = self.state.get("elapsed_s", 0.0), time.time()
+
+    def elapsed(self):
+        """Seconds this run has taken so far, earlier attempts (before a resume) included."""
+        return self._earlier + time.time() - self._started
+
+    def set_status(self, status, **fields):
+        """Record ``status`` (running, completed, failed, interrupted) and any extra fields in run.json."""
+        self.state.update(status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                          elapsed_s=round(self.elapsed(), 2), **fields)
+        if status != "failed":
+            self.state.pop("reason", None)
+        write_json(self.run_dir / "run.json", self.state)
+
+    def record(self, stage, epoch, logs):
+        """Add (or replace, after a resume) the history row of ``epoch`` and persist it."""
+        row = {"epoch": epoch, "stage": stage, **{k: float(v) for k, v in (logs or {}).items()}}
+        self.history = [r for r in self.history if r["epoch"] != epoch] + [row]
+        self.history.sort(key=lambda r: r["epoch"])
+        write_atomic(self.run_dir / "history.csv", history_csv(self.history))
+        self.set_status("running", stage=stage, epoch=epoch)
+
+    def rows(self, stage):
+        """The history rows of ``stage``."""
+        return [row for row in self.history if row["stage"] == stage]
+
+    def backup_dir(self, stage):
+        """Where Keras' BackupAndRestore keeps ``stage``'s last completed epoch."""
+        return self.run_dir / "backup" / stage
+
+
+def checkpoint_callbacks(tracker, stage):
+    """Callbacks that make ``stage`` resumable: BackupAndRestore each epoch, history and status each epoch.
+
+    Example:
+        >>> model.fit(train, epochs=5, callbacks=checkpoint_callbacks(tracker, "head"))
+    """
+    import keras
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            tracker.record(stage, epoch + 1, {**(logs or {}), "seconds": time.perf_counter() - self.started})
+
+    backup = keras.callbacks.BackupAndRestore(str(tracker.backup_dir(stage)), double_checkpoint=True,
+                                              delete_checkpoint=False)
+    return [Progress(), backup]  # history first, so a kill between the two re-runs the epoch
+
+
+def run_key(recipe, splits):
+    """A digest of the resolved recipe and the data: two runs with the same key are the same experiment."""
+    digest = hashlib.sha256(recipe.to_yaml().encode())
+    digest.update(splits.fingerprint.encode())
+    return digest.hexdigest()[:16]
+
+
+def find_completed(out, key):
+    """The newest completed run directory in ``out`` with this run key, or None."""
+    found = []
+    for state_file in Path(out).glob("*/run.json"):
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if state.get("key") == key and state.get("status") == "completed" and (state_file.parent / "metrics.json").is_file():
+            found.append(state_file.parent)
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+class PeakMemory:
+    """The peak resident memory of this process while the ``with`` block runs, sampled every 50 ms.
+
+    Example:
+        >>> with PeakMemory() as memory:
+        ...     model.fit(...)
+        >>> memory.peak_mb
+        1843.2
+    """
+
+    def __init__(self, interval=0.05):
+        import psutil
+
+        self._process, self._interval = psutil.Process(), interval
+        self.peak_mb = 0.0
+        self._done = threading.Event()
+
+    def _sample(self):
+        while True:
+            self.peak_mb = max(self.peak_mb, self._process.memory_info().rss / 1e6)
+            if self._done.wait(self._interval):
+                return
+
+    def __enter__(self):
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+        return False

@@ -44,9 +44,13 @@ def test_run_demo_from_another_directory_writes_a_run_directory(tmp_path):
     (["run", "demo", "--set", "finetune.unfreez_blocks=2"], "did you mean 'unfreeze_blocks'"),
     (["run", "demo", "--image-size", "16"], "minimum of 32"),
     (["run", "demo", "--data", "no/such/folder"], "data folder not found"),
+    (["run", "demo", "--weights", "missing.weights.h5"], "neither a file nor one of"),
+    (["run", "demo", "--out", "/dev/null/runs"], "cannot create a run folder in /dev/null/runs"),
 ])
 def test_mistakes_get_one_line_and_exit_2(tmp_path, args, message):
-    out = transferkit(*args, "--out", str(tmp_path / "runs"), cwd=tmp_path)
+    if "--out" not in args:
+        args = [*args, "--out", str(tmp_path / "runs")]
+    out = transferkit(*args, cwd=tmp_path)
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -114,3 +116,184 @@ def test_batches_shuffle_deterministically_and_keep_eval_order(stripes):
     b = labels(batches(splits.datasets["train"], 32, 8, shuffle_seed=3))
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(labels(batches(splits.datasets["test"], 32, 8)), stripes["test"][1])
+
+
+# --- real folders: every format decodes to RGB uint8, unreadable files are skipped or refused -------------------
+
+def _smooth(size=(24, 32), seed=0):
+    """A smooth RGB image (JPEG keeps it within a few levels)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (3, 4, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize(size[::-1], Image.BILINEAR))
+
+
+def _flat(size=(24, 32)):
+    """Four flat colour blocks: fits a palette exactly."""
+    image = np.zeros((*size, 3), np.uint8)
+    image[:12, :16], image[:12, 16:], image[12:, :16], image[12:, 16:] = (200, 30, 30), (30, 200, 30), (30, 30, 200), 90
+    return image
+
+
+def _write_formats(folder):
+    """Every kind of file a real folder holds; returns {name: expected RGB, or a tolerance and expected, or None}."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    smooth, flat = _smooth(), _flat()
+    gray16 = (np.arange(24 * 32, dtype=np.uint16).reshape(24, 32) * 85)
+    expected = {}
+    Image.fromarray(flat).save(folder / "rgb.png")
+    expected["rgb.png"] = (0, flat)
+    (folder / "rgb16.png").write_bytes(tf.io.encode_png(tf.constant(flat.astype(np.uint16) * 257)).numpy())
+    expected["rgb16.png"] = (0, flat)
+    Image.fromarray(gray16).save(folder / "gray16.png")
+    expected["gray16.png"] = (1, np.repeat(np.round(gray16 / 257.0)[..., None], 3, axis=-1))
+    Image.fromarray(np.dstack([flat, np.full(flat.shape[:2], 60, np.uint8)])).save(folder / "rgba.png")
+    expected["rgba.png"] = (0, flat)
+    Image.fromarray(flat[..., 0]).save(folder / "gray.png")
+    expected["gray.png"] = (0, np.repeat(flat[..., :1], 3, axis=-1))
+    Image.fromarray(smooth).convert("CMYK").save(folder / "cmyk.jpg", quality=95)
+    expected["cmyk.jpg"] = (8, smooth)
+    Image.fromarray(smooth).save(folder / "photo.jpg", quality=95)
+    expected["photo.jpg"] = (8, smooth)
+    frames = [Image.fromarray(flat), Image.fromarray(255 - flat)]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:])
+    expected["anim.gif"] = (0, flat)  # the first frame
+    Image.fromarray(flat).save(folder / "rgb.bmp")
+    expected["rgb.bmp"] = (0, flat)
+    Image.fromarray(flat).convert("P", palette=Image.ADAPTIVE, colors=8).save(folder / "palette.bmp")  # TF: gray
+    expected["palette.bmp"] = (0, flat)
+    Image.fromarray(flat).save(folder / "scan.tif")
+    expected["scan.tif"] = (0, flat)
+    Image.fromarray(flat).save(folder / "web.webp", lossless=True)
+    expected["web.webp"] = (0, flat)
+    jpeg = (folder / "photo.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(jpeg[: len(jpeg) * 9 // 10])
+    (folder / "zero.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_bytes(b"shopping list: cat food")
+    png = (folder / "rgb.png").read_bytes()
+    (folder / "truncated.png").write_bytes(png[: len(png) // 2])
+    shutil.copy(folder / "rgb.png", folder / "copy.png")
+    expected["copy.png"] = (0, flat)
+    expected.update({name: None for name in ("truncated.jpg", "zero.jpg", "notes.jpg", "truncated.png")})
+    return expected
+
+
+def test_every_readable_format_decodes_to_rgb_uint8_and_the_rest_get_a_reason(tmp_path):
+    from transferkit.data.images import check_images, decode_file
+
+    expected = _write_formats(tmp_path)
+    checks = {Path(c.path).name: c for c in check_images(sorted(str(p) for p in tmp_path.iterdir()))}
+    assert {name for name, c in checks.items() if c.error} == {n for n, e in expected.items() if e is None}
+    assert checks["zero.jpg"].error == "empty file (0 bytes)"
+    assert checks["notes.jpg"].error.startswith("not an image")
+    assert "truncated" in checks["truncated.jpg"].error and "truncated" in checks["truncated.png"].error
+    assert {name for name, c in checks.items() if c.via_pil} == {"palette.bmp", "scan.tif", "web.webp"}
+    for name, (tolerance, want) in ((n, e) for n, e in expected.items() if e is not None):
+        image = decode_file(tf.constant(checks[name].path), tf.constant(checks[name].via_pil))
+        assert image.dtype == tf.uint8 and image.shape == (24, 32, 3), name
+        error = np.abs(image.numpy().astype(int) - want.astype(int))
+        assert error.mean() <= tolerance / 2 and error.max() <= max(tolerance * 4, 1), name
+
+
+def test_a_folder_with_bad_files_trains_on_the_rest_after_one_warning(tmp_path, capsys):
+    for split in ("train", "val", "test"):
+        _write_formats(tmp_path / split / "blocks")
+        _write_folder(tmp_path / split, ["noise"], 3, size=(24, 32))
+    splits = load_data(DataConfig(source="folder", path=str(tmp_path)))
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert lines == [f"warning: skipped 12 unreadable images in train (4), val (4), test (4) of {tmp_path} "
+                     f"(see transferkit data check {tmp_path})"]
+    assert splits.counts == {"train": 16, "val": 16, "test": 16}
+    assert splits.class_counts["train"] == (13, 3)
+    images = [x for x, _ in batches(splits.datasets["train"], 16, 5)]  # the whole split decodes, no error
+    assert sum(len(x) for x in images) == 16
+
+
+def test_strict_refuses_bad_files_before_training(tmp_path):
+    _write_folder(tmp_path, ["a", "b"], 6)
+    (tmp_path / "b" / "zero.jpg").write_bytes(b"")
+    with pytest.raises(TransferkitError, match=r"1 unreadable image in .* \(first: .*zero\.jpg: empty file") as err:
+        load_data(DataConfig(source="folder", path=str(tmp_path), strict=True))
+    assert "transferkit data check" in str(err.value) and "\n" not in str(err.value)
+
+
+# --- class weights ------------------------------------------------------------------------------------------
+
+def test_class_weights_auto_mapping_and_unknown_names():
+    from transferkit.data.balance import class_weights
+
+    assert class_weights("none", ("a", "b")) is None
+    assert class_weights("auto", ("a", "b", "c"), (60, 30, 10)) == {0: 0.5556, 1: 1.1111, 2: 3.3333}
+    assert class_weights({"c": 4, 0: 2.5}, ("a", "b", "c")) == {0: 2.5, 1: 1.0, 2: 4.0}
+    with pytest.raises(TransferkitError, match="unknown class 'dgo' .*did you mean 'dog'"):
+        class_weights({"dgo": 2}, ("cat", "dog"))
+
+
+def test_class_weight_auto_makes_fit_care_about_the_rare_class():
+    """Noise features, 90% class 0: unweighted, the model predicts 0 always; weighted, it predicts 1 half the time."""
+    import keras
+
+    from transferkit.recipes import load_recipe
+    from transferkit.strategies.common import Context, compile_model, fit_stage
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(400, 8)).astype("float32"), (np.arange(400) % 10 == 0).astype("int32")
+    images = np.zeros((400, 4, 4, 3), np.uint8)
+    splits = from_arrays({"train": (images, y), "val": (images[:20], y[:20]), "test": (images[:20], y[:20])})
+    predicted_rare = {}
+    for setting in ("none", "auto"):
+        keras.utils.set_random_seed(0)
+        ctx = Context(load_recipe("demo", [f"data.class_weight={setting}"]), splits, verbose=0)
+        model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
+        compile_model(model, 0.1)
+        fit_stage(ctx, model, "head", (x, y), None, 10, batch_size=400)
+        predicted_rare[setting] = float(np.mean(model.predict(x, verbose=0).argmax(axis=1) == 1))
+    assert ctx.class_weight == {0: 0.5556, 1: 5.0}
+    assert predicted_rare["none"] < 0.05 and predicted_rare["auto"] > 0.25
+
+
+# --- data_scripts/make_cats_dogs_small.py on a fake Microsoft download ---------------------------------------------
+
+def _fake_pet_images(root):
+    """PetImages/Cat and PetImages/Dog with 7 JPEGs each, numbered out of order, plus the kinds of junk the real
+    download holds: an empty file, a truncated JPEG, a text file named .jpg, Thumbs.db."""
+    for name in ("Cat", "Dog"):
+        folder = root / "PetImages" / name
+        folder.mkdir(parents=True)
+        for number in (0, 1, 2, 3, 4, 5, 10):
+            Image.fromarray(_smooth(seed=number)).save(folder / f"{number}.jpg")
+        (folder / "Thumbs.db").write_bytes(b"\0" * 64)
+    (root / "PetImages" / "Cat" / "1.jpg").write_bytes(b"")
+    jpeg = (root / "PetImages" / "Dog" / "2.jpg").read_bytes()
+    (root / "PetImages" / "Dog" / "2.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (root / "PetImages" / "Dog" / "4.jpg").write_bytes(b"<html>404</html>")
+    return root / "PetImages"
+
+
+def test_make_cats_dogs_small_skips_corrupt_files_from_a_folder_or_the_zip(tmp_path, capsys):
+    import importlib.util
+    import zipfile
+
+    spec = importlib.util.spec_from_file_location(
+        "make_cats_dogs_small", Path(__file__).resolve().parents[2] / "data_scripts" / "make_cats_dogs_small.py")
+    make = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make)
+    pets = _fake_pet_images(tmp_path / "download")
+    with zipfile.ZipFile(tmp_path / "kagglecatsanddogs_5340.zip", "w") as archive:
+        for path in pets.rglob("*"):
+            archive.write(path, path.relative_to(pets.parent).as_posix())
+    for source, out in ((pets, tmp_path / "from_folder"), (tmp_path / "kagglecatsanddogs_5340.zip", tmp_path / "zip")):
+        make.main([str(source), "--out", str(out), "--per-class", "3", "1", "1"])
+        assert sorted(p.name for p in (out / "train" / "cats").iterdir()) == ["cat.0.jpg", "cat.2.jpg", "cat.3.jpg"]
+        assert [p.name for p in (out / "test" / "cats").iterdir()] == ["cat.5.jpg"]
+        assert sorted(p.name for p in (out / "train" / "dogs").iterdir()) == ["dog.0.jpg", "dog.1.jpg", "dog.3.jpg"]
+        assert [p.name for p in (out / "val" / "dogs").iterdir()] == ["dog.5.jpg"]
+        assert [p.name for p in (out / "test" / "dogs").iterdir()] == ["dog.10.jpg"]
+        assert (out / "test" / "dogs" / "dog.10.jpg").read_bytes() == (pets / "Dog" / "10.jpg").read_bytes()
+        err = capsys.readouterr().err
+        assert "skipped cat 1: empty file" in err and "skipped dog 2: corrupt or truncated" in err
+        assert "skipped dog 4: not an image" in err
+    with pytest.raises(SystemExit, match="only 6 good cats images, 7 wanted"):
+        make.main([str(pets), "--out", str(tmp_path / "more"), "--per-class", "5", "1", "1"])

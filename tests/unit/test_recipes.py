@@ -87,3 +87,9 @@ def test_apply_override_builds_nested_sections():
 def test_recipe_from_dict_requires_a_name():
     with pytest.raises(TransferkitError, match="name"):
         recipe_from_dict({})
+
+
+@pytest.mark.parametrize("name", ["../escape", "/abs", "a/b", ".hidden", ""])
+def test_recipe_names_cannot_leave_the_output_folder(tmp_path, name):
+    with pytest.raises(TransferkitError, match="'name'"):
+        recipe_from_dict({"name": name})

@@ -1,14 +1,20 @@
-"""A folder of images as a data source: one subfolder per class, either split already or split here."""
+"""A folder of images as a data source: one subfolder per class, either split already or split here.
+
+Every file is checked before training (:func:`~transferkit.data.images.check_images`): unreadable ones are
+skipped with one warning line, or refused up front with ``data.strict: true``.
+"""
 import hashlib
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from transferkit.data.sources import DATA_SOURCES, SPLIT_NAMES, Splits, check_classes
+from transferkit.data.images import IMAGE_SUFFIXES, check_images, decode_file
+from transferkit.data.sources import DATA_SOURCES, SPLIT_NAMES, Splits, check_classes, label_counts
 from transferkit.errors import TransferkitError
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif"}
 _SPLIT_ALIASES = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
 
 
@@ -43,33 +49,21 @@ def split_files(files_by_class, val_fraction, test_fraction, seed):
     return out
 
 
-def _decode(path, label):
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    return image, label
+@dataclass(frozen=True)
+class FolderListing:
+    """The image files of a data folder, by split: ``pairs[split]`` is a list of ``(path, label)``."""
+
+    root: Path
+    class_names: tuple
+    pairs: dict
 
 
-def _dataset(pairs):
-    paths = [p for p, _ in pairs]
-    labels = np.array([label for _, label in pairs], np.int32)
-    return tf.data.Dataset.from_tensor_slices((paths, labels)).map(_decode, num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def _fingerprint(pairs_by_split, root):
-    digest = hashlib.sha256()
-    for split in SPLIT_NAMES:
-        for path, label in pairs_by_split[split]:
-            digest.update(f"{split}:{label}:{Path(path).relative_to(root)}:".encode())
-            digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
-    return digest.hexdigest()[:16]
-
-
-@DATA_SOURCES.register("folder")
-def folder_source(config, seed):
-    """Images under ``data.path``: ``train/ val/ test/`` subfolders of class folders, or class folders split
-    by ``data.val_fraction`` and ``data.test_fraction`` with the recipe's seed (stratified, deterministic).
+def list_folder(config, seed):
+    """The files a ``folder`` data section names, split into train/val/test, before any is read.
 
     Example:
-        >>> splits = folder_source(DataConfig(source="folder", path="photos"), seed=42)
+        >>> list_folder(DataConfig(source="folder", path="photos"), seed=42).class_names
+        ('cat', 'dog')
     """
     if not config.path:
         raise TransferkitError("data.source 'folder' needs data.path (or --data FOLDER)")
@@ -96,7 +90,71 @@ def folder_source(config, seed):
         pairs = split_files(files, config.val_fraction, config.test_fraction, seed)
     if not class_names:
         raise TransferkitError(f"no class subfolders in {root}: put each class's images in a folder of its own")
+    return FolderListing(root, tuple(class_names), pairs)
+
+
+def _dataset(pairs, checks=None):
+    """Unbatched ``(uint8 image, label)`` pairs from ``(path, label)`` files that passed ``checks``
+    (a list of :class:`~transferkit.data.images.ImageCheck`, in ``pairs`` order; checked here if None)."""
+    if checks is None:
+        checks = check_images([p for p, _ in pairs])
+        skipped = sum(c.error is not None for c in checks)
+        if skipped:
+            print(f"warning: skipped {skipped} unreadable image{'s' if skipped > 1 else ''}", file=sys.stderr)
+    kept = [(check, label) for check, (_, label) in zip(checks, pairs) if check.error is None]
+    paths = [c.path for c, _ in kept]
+    via_pil = np.array([c.via_pil for c, _ in kept], bool)
+    labels = np.array([label for _, label in kept], np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((paths, via_pil, labels))
+    return ds.map(lambda p, v, y: (decode_file(p, v), y), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def unreadable_summary(bad_by_split):
+    """``"3 unreadable images in train (2), test (1)"`` for ``{split: [ImageCheck, ...]}``, or "" if none."""
+    total = sum(len(bad) for bad in bad_by_split.values())
+    if not total:
+        return ""
+    where = [(split, len(bad)) for split, bad in bad_by_split.items() if bad]
+    places = where[0][0] if len(where) == 1 else ", ".join(f"{split} ({n})" for split, n in where)
+    return f"{total} unreadable image{'s' if total > 1 else ''} in {places}"
+
+
+def _fingerprint(pairs_by_split, checks, root):
+    digest = hashlib.sha256()
+    for split in SPLIT_NAMES:
+        for path, label in pairs_by_split[split]:
+            digest.update(f"{split}:{label}:{Path(path).relative_to(root)}:".encode())
+            digest.update(bytes.fromhex(checks[path].sha256))
+    return digest.hexdigest()[:16]
+
+
+@DATA_SOURCES.register("folder")
+def folder_source(config, seed):
+    """Images under ``data.path``: ``train/ val/ test/`` subfolders of class folders, or class folders split
+    by ``data.val_fraction`` and ``data.test_fraction`` with the recipe's seed (stratified, deterministic).
+
+    Unreadable files (corrupt, truncated, empty, not images) are skipped with one warning line on stderr;
+    with ``data.strict`` they stop the run before training.
+
+    Example:
+        >>> splits = folder_source(DataConfig(source="folder", path="photos"), seed=42)
+    """
+    listing = list_folder(config, seed)
+    paths = [path for split in SPLIT_NAMES for path, _ in listing.pairs[split]]
+    checks = dict(zip(paths, check_images(paths)))
+    bad = {s: [checks[p] for p, _ in listing.pairs[s] if checks[p].error] for s in SPLIT_NAMES}
+    summary = unreadable_summary(bad)
+    if summary and config.strict:
+        first = next(c for found in bad.values() for c in found)
+        raise TransferkitError(f"{summary} of {listing.root} (first: {first.path}: {first.error}); "
+                               f"see transferkit data check {listing.root}, or set data.strict=false to skip them")
+    if summary:
+        print(f"warning: skipped {summary} of {listing.root} (see transferkit data check {listing.root})",
+              file=sys.stderr)
+    pairs = {s: [(p, label) for p, label in listing.pairs[s] if not checks[p].error] for s in SPLIT_NAMES}
     counts = {s: len(pairs[s]) for s in SPLIT_NAMES}
-    check_classes(counts, class_names, 0)
-    datasets = {s: _dataset(pairs[s]) for s in SPLIT_NAMES}
-    return Splits(datasets, counts, tuple(class_names), _fingerprint(pairs, root))
+    num_classes = len(listing.class_names)
+    check_classes(counts, listing.class_names, 0)
+    datasets = {s: _dataset(pairs[s], [checks[p] for p, _ in pairs[s]]) for s in SPLIT_NAMES}
+    per_class = {s: label_counts([label for _, label in pairs[s]], num_classes) for s in SPLIT_NAMES}
+    return Splits(datasets, counts, listing.class_names, _fingerprint(pairs, checks, listing.root), per_class)

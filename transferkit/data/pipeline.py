@@ -1,6 +1,8 @@
 """The tf.data pipeline: resize, cache, shuffle, batch, augment (training only), prefetch."""
 import tensorflow as tf
 
+from transferkit.data.augment import adapt
+
 RESIZE_MODES = ("squash", "crop", "pad")
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -28,13 +30,16 @@ def batches(dataset, image_size, batch_size, resize_mode="squash", shuffle_seed=
     """Turn an unbatched ``(uint8 image, label)`` dataset into batches ready for ``fit``/``predict``.
 
     Decoded, resized images are cached in memory; ``shuffle_seed`` (training) reshuffles every epoch,
-    deterministically; ``augment`` (a Keras layer) runs on training batches only.
+    deterministically; ``augment`` (a Keras layer) runs on training batches only, after its data-dependent
+    layers (PCA colour) are adapted on these images, the training split (which also fills the cache).
 
     Example:
         >>> train = batches(splits.datasets["train"], 32, 64, shuffle_seed=42, augment=make_augmenter(cfg))
     """
     ds = dataset.map(lambda x, y: (resize(x, image_size, resize_mode), y), num_parallel_calls=AUTOTUNE)
     ds = ds.cache()
+    if augment is not None:
+        adapt(augment, ds.batch(256).map(lambda x, y: x))
     if shuffle_seed is not None:
         ds = ds.shuffle(4096, seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)

@@ -5,6 +5,7 @@ A source yields unbatched ``(image, label)`` pairs: RGB ``uint8`` images of any 
 """
 import hashlib
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -26,6 +27,8 @@ class Splits:
         counts: split name -> number of examples.
         class_names: tuple of class names, indexed by label.
         fingerprint: a digest of the data, so caches know when the data changed.
+        class_counts: split name -> images per class, when the source knows them without reading the images
+            (see :func:`class_counts`).
 
     Example:
         >>> splits = from_arrays(load_sample())
@@ -37,6 +40,7 @@ class Splits:
     counts: dict
     class_names: tuple
     fingerprint: str
+    class_counts: Optional[dict] = None
 
     @property
     def num_classes(self):
@@ -73,7 +77,7 @@ def from_arrays(arrays, class_names=None):
     if missing:
         raise TransferkitError(f"array data needs train, val and test splits; missing: {', '.join(missing)}")
     digest = hashlib.sha256()
-    datasets, counts = {}, {}
+    datasets, counts, labels_by_split = {}, {}, {}
     for name in SPLIT_NAMES:
         images, labels = arrays[name]
         images, labels = _rgb(images), np.asarray(labels).astype(np.int32).reshape(-1)
@@ -83,10 +87,36 @@ def from_arrays(arrays, class_names=None):
         digest.update(labels.tobytes())
         datasets[name] = tf.data.Dataset.from_tensor_slices((images, labels))
         counts[name] = len(labels)
+        labels_by_split[name] = labels
     if class_names is None:
         class_names = [str(i) for i in range(int(max(np.max(arrays[n][1]) for n in SPLIT_NAMES)) + 1)]
     check_classes(counts, class_names, max(int(np.max(np.asarray(arrays[n][1]))) for n in SPLIT_NAMES))
-    return Splits(datasets, counts, tuple(str(c) for c in class_names), digest.hexdigest()[:16])
+    per_class = {name: label_counts(labels, len(class_names)) for name, labels in labels_by_split.items()}
+    return Splits(datasets, counts, tuple(str(c) for c in class_names), digest.hexdigest()[:16], per_class)
+
+
+def label_counts(labels, num_classes):
+    """How many of ``labels`` fall in each class, as a tuple of ``num_classes`` ints.
+
+    Example:
+        >>> label_counts([0, 2, 2], 3)
+        (1, 0, 2)
+    """
+    return tuple(int(n) for n in np.bincount(np.asarray(labels, np.int64), minlength=num_classes))
+
+
+def class_counts(splits, split="train"):
+    """Images per class in ``split`` of :class:`Splits`: from the source if it knows them, else by reading
+    the split once (a tfds split without ``per_class``).
+
+    Example:
+        >>> class_counts(from_arrays(load_sample()), "val")[:3]
+        (30, 30, 30)
+    """
+    if splits.class_counts and split in splits.class_counts:
+        return tuple(splits.class_counts[split])
+    labels = [int(y) for y in splits.datasets[split].map(lambda x, y: y)]
+    return label_counts(labels, splits.num_classes)
 
 
 def check_classes(counts, class_names, max_label):

@@ -1,9 +1,15 @@
-"""TensorFlow Datasets as a data source, with split slicing, per-class subsets and a fast offline failure."""
+"""TensorFlow Datasets as a data source, with split slicing, per-class subsets and a fast offline failure.
+
+Any tfds image-classification dataset works: the image and label features are read from its info (its
+``supervised_keys`` when they name an image and a class label, e.g. smallnorb's ``label_category``), and
+gray, gray + alpha, RGBA or 16-bit images are made RGB ``uint8``.
+"""
 import os
 
 import tensorflow as tf
 
-from transferkit.data.sources import DATA_SOURCES, SPLIT_NAMES, Splits, check_classes
+from transferkit.data.images import to_rgb_uint8
+from transferkit.data.sources import DATA_SOURCES, SPLIT_NAMES, Splits, check_classes, label_counts
 from transferkit.errors import TransferkitError
 from transferkit.network import reachable
 
@@ -27,35 +33,72 @@ def _prepare(builder, data_dir):
         raise TransferkitError(
             f"tfds dataset '{builder.name}' is not prepared in {where} and the network is unreachable: prepare it "
             f"on a connected machine (python data_scripts/prepare_offline.py RECIPE --out DIR), copy DIR here and "
-            f"pass --data-dir DIR (or set TFDS_DATA_DIR); datasets with manual downloads read "
+            f"pass --data-dir DIR/tensorflow_datasets (or set TFDS_DATA_DIR); datasets with manual downloads read "
             f"{where}/downloads/manual"
         )
     builder.download_and_prepare()
 
 
-def _features(builder):
+def image_label_features(info):
+    """The names of the image and class-label features of a tfds ``DatasetInfo``, and the class names.
+
+    ``supervised_keys`` win when they name an Image and a ClassLabel; otherwise the first of each.
+
+    Example:
+        >>> image_label_features(tfds.builder("smallnorb").info)[:2]
+        ('image', 'label_category')
+    """
     import tensorflow_datasets as tfds
 
-    features = builder.info.features
-    image = next((k for k, f in features.items() if isinstance(f, tfds.features.Image)), None)
-    label = next((k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)), None)
-    if image is None or label is None:
-        raise TransferkitError(f"tfds dataset '{builder.name}' has no image and class-label features")
+    features = info.features
+    images = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+    labels = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
+    supervised = info.supervised_keys
+    if (isinstance(supervised, tuple) and len(supervised) == 2 and supervised[0] in images
+            and supervised[1] in labels):
+        image, label = supervised
+    elif images and labels:
+        image, label = images[0], labels[0]
+    else:
+        raise TransferkitError(f"tfds dataset '{info.name}' has no image and class-label features")
     return image, label, tuple(features[label].names)
 
 
-def _per_class(dataset, num_classes, counts):
-    """Cut the first ``counts`` examples of each class, in file order, into consecutive splits."""
-    splits = {}
-    start = 0
-    for name, count in zip(SPLIT_NAMES, counts):
-        parts = [dataset.filter(lambda x, y, c=c: tf.equal(y, c)).skip(start).take(count) for c in range(num_classes)]
-        combined = parts[0]
-        for part in parts[1:]:
-            combined = combined.concatenate(part)
-        splits[name] = combined
-        start += count
-    return splits
+def _assign_splits(records, num_classes, per_class):
+    """Tag each ``(encoded image, label)`` record with the split of ``per_class`` it falls in: the first
+    ``a`` of each class go to train (0), the next ``b`` to val (1), the next ``c`` to test (2), the rest 3."""
+    bounds = tf.constant([sum(per_class[:i + 1]) for i in range(3)], tf.int64)
+
+    def tag(seen, record):
+        _, label = record
+        index = seen[label]
+        split = tf.reduce_sum(tf.cast(index >= bounds, tf.int32))
+        return seen + tf.one_hot(label, num_classes, dtype=tf.int64), (*record, split)
+
+    return records.scan(tf.zeros([num_classes], tf.int64), tag)
+
+
+def _per_class(builder, split, image_key, label_key, class_names, per_class):
+    """The first ``per_class[i]`` images of each class of ``split``, for train, val and test, with their exact
+    per-class counts. Labels are read first and only the images kept are decoded."""
+    import tensorflow_datasets as tfds
+
+    records = builder.as_dataset(split=split, shuffle_files=False, decoders={image_key: tfds.decode.SkipDecoding()})
+    records = records.map(lambda ex: (ex[image_key], ex[label_key]))
+    tagged = _assign_splits(records, len(class_names), per_class)
+    decode = builder.info.features[image_key].decode_example
+    datasets, counts = {}, {}
+    for index, (name, wanted) in enumerate(zip(SPLIT_NAMES, per_class)):
+        chosen = tagged.filter(lambda x, y, s, i=index: tf.equal(s, i)).take(wanted * len(class_names))
+        labels = [int(y) for y in chosen.map(lambda x, y, s: y)]
+        counts[name] = label_counts(labels, len(class_names))
+        short = [f"'{c}' {n}" for c, n in zip(class_names, counts[name]) if n < wanted]
+        if short:
+            raise TransferkitError(f"tfds '{builder.name}' {split} has too few images for data.per_class={per_class}: "
+                                   f"{name} gets only {', '.join(short)} of {wanted}")
+        datasets[name] = chosen.map(lambda x, y, s: (to_rgb_uint8(decode(x)), tf.cast(y, tf.int32)),
+                                    num_parallel_calls=tf.data.AUTOTUNE)
+    return datasets, counts
 
 
 @DATA_SOURCES.register("tfds")
@@ -73,21 +116,23 @@ def tfds_source(config, seed):
         raise TransferkitError("data.source 'tfds' needs data.name, e.g. cats_vs_dogs")
     builder = _builder(config.name, config.data_dir)
     _prepare(builder, config.data_dir)
-    image_key, label_key, class_names = _features(builder)
-
-    def supervised(split):
-        ds = builder.as_dataset(split=split, shuffle_files=False)
-        return ds.map(lambda ex: (ex[image_key], tf.cast(ex[label_key], tf.int32)))
+    image_key, label_key, class_names = image_label_features(builder.info)
 
     if config.per_class:
         if len(config.per_class) != 3:
             raise TransferkitError("data.per_class takes three numbers: train, val and test images per class")
-        datasets = _per_class(supervised(config.splits.get("source", "train")), len(class_names), config.per_class)
-        counts = {name: n * len(class_names) for name, n in zip(SPLIT_NAMES, config.per_class)}
+        source = config.splits.get("source", "train")
+        datasets, per_class = _per_class(builder, source, image_key, label_key, class_names, config.per_class)
+        counts = {name: sum(per_class[name]) for name in SPLIT_NAMES}
     else:
         split_strings = {**DEFAULT_SPLITS, **config.splits}
-        datasets = {name: supervised(split_strings[name]) for name in SPLIT_NAMES}
+        datasets = {
+            name: builder.as_dataset(split=split_strings[name], shuffle_files=False).map(
+                lambda ex: (to_rgb_uint8(ex[image_key]), tf.cast(ex[label_key], tf.int32)))
+            for name in SPLIT_NAMES
+        }
         counts = {name: builder.info.splits[split_strings[name]].num_examples for name in SPLIT_NAMES}
+        per_class = None
     check_classes(counts, class_names, 0)
     fingerprint = f"tfds:{builder.name}:{builder.info.version}:{sorted(config.splits.items())}:{config.per_class}"
-    return Splits(datasets, counts, class_names, fingerprint)
+    return Splits(datasets, counts, class_names, fingerprint, per_class)

@@ -1,13 +1,20 @@
 """What every strategy shares: the run context, compiling, fitting stage by stage, the frozen classifier."""
+import math
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Optional
 
 import keras
 
 from transferkit.backbones import BACKBONES
 from transferkit.data.augment import make_augmenter
+from transferkit.data.balance import class_weights
 from transferkit.data.pipeline import batches
+from transferkit.data.sources import class_counts
+from transferkit.errors import TransferkitError
 from transferkit.heads import build_classifier, build_head
 from transferkit.registry import Registry
+from transferkit.runs import RunTracker, checkpoint_callbacks
 from transferkit.weights import build_base
 
 STRATEGIES = Registry("strategy")
@@ -15,7 +22,10 @@ STRATEGIES = Registry("strategy")
 
 @dataclass
 class Context:
-    """Everything a strategy needs: the recipe, the data, and how loud to be.
+    """Everything a strategy needs: the recipe, the data, how loud to be, and the run being tracked.
+
+    With a ``tracker`` every stage is checkpointed each epoch and resumes where it stopped. Strategies set
+    ``model`` to the full classifier as soon as it exists, so a failed run can still save it.
 
     Example:
         >>> ctx = Context(recipe, splits)
@@ -26,11 +36,20 @@ class Context:
     splits: object
     verbose: int = 2
     callbacks: list = field(default_factory=list)
+    tracker: Optional[RunTracker] = None
+    model: Optional[keras.Model] = None
 
     @property
     def spec(self):
         """The recipe's backbone spec."""
         return BACKBONES.get_or_raise(self.recipe.backbone)
+
+    @cached_property
+    def class_weight(self):
+        """The recipe's ``data.class_weight`` as ``{class index: weight}`` for ``fit``, or None (all weigh 1)."""
+        setting = self.recipe.data.class_weight
+        counts = class_counts(self.splits, "train") if setting == "auto" else None
+        return class_weights(setting, self.splits.class_names, counts)
 
     def data(self, split, augment=False, image_size=None):
         """Batches of ``split``; training data is shuffled (seeded) and, with ``augment``, augmented."""
@@ -62,16 +81,64 @@ def compile_model(model, learning_rate):
     )
 
 
-def fit_stage(ctx, model, stage, train, val, epochs, start_epoch=0, **fit_kwargs):
+class NonFiniteLoss(TransferkitError):
+    """The loss became NaN or infinite; the model holds the weights of the last good epoch."""
+
+
+class _NanGuard(keras.callbacks.Callback):
+    """Stop at the first non-finite loss and put back the weights of the last completed epoch.
+
+    It runs before BackupAndRestore at each epoch end, so the backup never holds broken weights.
+    """
+
+    def on_train_begin(self, logs=None):
+        self.good, self.bad = None, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        if self.good is None:  # after every on_train_begin, so after BackupAndRestore restored a resumed stage
+            self.good = self.model.get_weights()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self.bad is None and loss is not None and not math.isfinite(float(loss)):
+            self.bad = (self.epoch + 1, batch + 1, float(loss))
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bad is None:
+            self.good = self.model.get_weights()
+        else:
+            self.model.set_weights(self.good)
+
+
+def fit_stage(ctx, model, stage, train, val, epochs, start_epoch=0, class_weight=None, **fit_kwargs):
     """``model.fit`` for one named stage; returns history rows ``{epoch, stage, loss, accuracy, ...}``.
 
-    ``train`` is a batched dataset or an ``(x, y)`` tuple of arrays.
+    ``train`` is a batched dataset or an ``(x, y)`` tuple of arrays. With a tracker the stage is
+    checkpointed every epoch, and a resumed run restores it (a finished stage takes no epochs at all).
+    A NaN or infinite loss stops training with :class:`NonFiniteLoss`, keeping the last good weights.
+    ``class_weight`` (``{index: weight}``) defaults to the recipe's ``data.class_weight``
+    (:attr:`Context.class_weight`).
     """
     if epochs <= 0:
         return []
     x, y = train if isinstance(train, tuple) else (train, None)
+    fit_kwargs.setdefault("shuffle", y is not None)  # datasets come shuffled from the pipeline
+    guard = _NanGuard()
+    callbacks = [guard, *ctx.callbacks, *(checkpoint_callbacks(ctx.tracker, stage) if ctx.tracker else [])]
+    # BackupAndRestore restores a resumed stage through model._initial_epoch, which Keras never clears:
+    # left over from the previous stage it would make this one start at the wrong epoch.
+    model._initial_epoch = None
     history = model.fit(x, y, validation_data=val, epochs=start_epoch + epochs, initial_epoch=start_epoch,
-                        verbose=ctx.verbose, callbacks=list(ctx.callbacks), **fit_kwargs)
+                        verbose=ctx.verbose, callbacks=callbacks, class_weight=class_weight or ctx.class_weight,
+                        **fit_kwargs)
+    if guard.bad:
+        epoch, batch, loss = guard.bad
+        raise NonFiniteLoss(f"the loss became {loss} in stage '{stage}' at epoch {epoch}, batch {batch}: training "
+                            f"stopped with the weights of the last good epoch; try a lower learning rate")
+    if ctx.tracker:
+        return ctx.tracker.rows(stage)
     rows = []
     for i in range(len(history.epoch)):
         row = {"epoch": start_epoch + i + 1, "stage": stage}

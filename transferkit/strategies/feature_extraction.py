@@ -17,6 +17,7 @@ def feature_extraction(ctx):
     """
     recipe, config = ctx.recipe, ctx.recipe.feature_extraction
     model, base, head = frozen_classifier(ctx)
+    ctx.model = model
     inputs = keras.Input(model.input.shape[1:])
     extractor = keras.Model(inputs, base(model.get_layer("preprocess")(inputs), training=False))
     features, hits = {}, 0
@@ -27,5 +28,5 @@ def feature_extraction(ctx):
         features[split], hit = cached_features(key, lambda: extract(extractor, ctx.data(split)))
         hits += hit
     compile_model(head, config.learning_rate)
-    history = fit_stage(ctx, head, "head", features["train"], features["val"], config.epochs, batch_size=recipe.batch_size, shuffle=True)
+    history = fit_stage(ctx, head, "head", features["train"], features["val"], config.epochs, batch_size=recipe.batch_size)
     return Trained(model, history, {"feature_cache_hits": hits})

@@ -15,6 +15,7 @@ def finetune(ctx):
     """
     config = ctx.recipe.finetune
     model, base, _ = frozen_classifier(ctx)
+    ctx.model = model
     train, val = ctx.data("train", augment=config.augment), ctx.data("val")
     compile_model(model, config.head_learning_rate)
     history = fit_stage(ctx, model, "head", train, val, config.head_epochs)

@@ -11,6 +11,7 @@ def frozen_augment(ctx):
     """
     config = ctx.recipe.frozen_augment
     model, _, _ = frozen_classifier(ctx)
+    ctx.model = model
     compile_model(model, config.learning_rate)
     history = fit_stage(ctx, model, "head", ctx.data("train", augment=config.augment), ctx.data("val"),
                         config.epochs)

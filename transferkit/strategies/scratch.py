@@ -20,6 +20,7 @@ def scratch(ctx):
     inputs = keras.Input((size, size, 3), name="image")
     model = keras.Model(inputs, body(keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)),
                         name=f"{config.baseline}_scratch")
+    ctx.model = model
     compile_model(model, config.learning_rate)
     history = fit_stage(ctx, model, "scratch", ctx.data("train", augment=config.augment), ctx.data("val"),
                         config.epochs)

@@ -1,0 +1,54 @@
+"""compare: every strategy against the baselines on identical splits, one table, one report, reruns reused."""
+import base64
+import io
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+import transferkit
+
+TINY = ["head.units=16", "batch_size=16", "scratch.epochs=2", "feature_extraction.epochs=4"]
+
+
+def test_compare_writes_a_sorted_table_and_a_self_contained_report_and_reuses_runs(tmp_path, stripes):
+    kwargs = dict(strategies=["scratch", "feature_extraction"], baselines=["lenet5", "small_convnet"],
+                  out=tmp_path, overrides=TINY, data=stripes, class_names=["h", "v"])
+    first = transferkit.compare("demo", **kwargs)
+    assert [row["run"] for row in first.rows] != [] and len(first.rows) == 3
+    accuracies = [row["test_accuracy"] for row in first.rows]
+    assert accuracies == sorted(accuracies, reverse=True)
+    assert {row["run"] for row in first.rows} == {"scratch lenet5", "scratch small_convnet",
+                                                   "feature_extraction vgg16"}
+    table = first.table()
+    assert table.splitlines()[2].split("|")[1].strip().endswith("★")
+    for row in first.rows:
+        assert row["train_images_per_s"] > 0 and row["peak_rss_mb"] > 100 and row["wall_time_s"] > 0
+        assert sum(map(sum, row["confusion_matrix"])) == len(stripes["test"][1])  # same test set for all
+    page = (first.report_dir / "report.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 1 + 3  # curves + one confusion matrix per run
+    for data in images:
+        picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("L"))
+        assert picture.shape[0] > 200 and picture.std() > 5
+    assert "★" in page and "<pre>" in page
+    markdown = (first.report_dir / "report.md").read_text()
+    assert "| run |" in markdown and "![Training curves, all runs](curves.png)" in markdown
+    run_dirs = {p for p in tmp_path.iterdir() if p.is_dir() and "-compare-" not in p.name}
+    second = transferkit.compare("demo", **kwargs)
+    assert all(row["reused"] for row in second.rows)
+    assert {p for p in tmp_path.iterdir() if p.is_dir() and "-compare-" not in p.name} == run_dirs
+    assert [r["test_accuracy"] for r in second.rows] == accuracies
+
+
+def test_compare_command_prints_json(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "transferkit", "compare", "demo", "--strategies", "scratch",
+                          "--baselines", "lenet5", "--set", "scratch.epochs=1", "--set", "data.per_class=[5,3,3]",
+                          "--out", str(tmp_path), "--json"], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert len(rows) == 1 and rows[0]["run"] == "scratch lenet5" and 0 <= rows[0]["test_accuracy"] <= 1

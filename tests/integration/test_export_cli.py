@@ -1,0 +1,94 @@
+"""transferkit export, predict and evaluate as a user runs them: separate processes, on a run trained on a folder."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import transferkit
+
+NAMES = ("horizontal", "vertical")
+
+
+def transferkit_cli(*args, cwd, env_extra=None):
+    import os
+
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "transferkit", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _write_folder(root, images, labels):
+    paths = []
+    for i, (image, label) in enumerate(zip(images, labels)):
+        (root / NAMES[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / NAMES[label] / f"{i}.png")
+        paths.append(root / NAMES[label] / f"{i}.png")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, stripes):
+    """A feature-extraction run on a folder of stripe PNGs (so its recipe can re-load its test split)."""
+    root = tmp_path_factory.mktemp("cli")
+    images = np.concatenate([stripes["train"][0], stripes["test"][0]])
+    labels = np.concatenate([stripes["train"][1], stripes["test"][1]])
+    _write_folder(root / "photos", images, labels)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TRANSFERKIT_CACHE", str(root / "cache"))
+        env.setenv("TRANSFERKIT_OFFLINE", "1")
+        result = transferkit.run("demo", strategy="feature_extraction", data=str(root / "photos"), out=root / "runs",
+                                 overrides=["head.units=16", "batch_size=16", "base_blocks=2"], epochs=6, verbose=0)
+    return result
+
+
+def test_export_then_predict_with_an_unreadable_file_among_good_ones(trained, stripes, tmp_path):
+    out = transferkit_cli("export", trained.run_dir, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    export_dir = trained.run_dir / "export" / "savedmodel"
+    manifest = json.loads((export_dir / "export.json").read_text())
+    assert manifest["format"] == "savedmodel" and "saved_model.pb" in manifest["files"]
+    assert f"max abs diff {manifest['parity']['max_abs_diff']:.2e}" in out.stdout
+
+    x, y = stripes["val"]
+    good = _write_folder(tmp_path / "images", x[:2], y[:2])
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    out = transferkit_cli("predict", export_dir, good[0], "broken.jpg", good[1], "--top-k", "2", "--json",
+                          cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "error: cannot read broken.jpg: not a JPEG, PNG, BMP or GIF image"
+    answers = json.loads(out.stdout)
+    assert [a["image"] for a in answers] == [str(good[0]), "broken.jpg", str(good[1])]
+    assert "error" in answers[1] and "predictions" not in answers[1]
+    expected = trained.model.predict(x[:2].astype("float32"), verbose=0)
+    for answer, row in zip((answers[0], answers[2]), expected):
+        assert [p["label"] for p in answer["predictions"]] == [NAMES[i] for i in np.argsort(-row)]
+        assert answer["predictions"][0]["probability"] == pytest.approx(row.max(), abs=1e-4)
+
+    out = transferkit_cli("predict", trained.run_dir, good[1], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    label, probability = out.stdout.strip().split(": ")[1].split()
+    assert label == NAMES[expected[1].argmax()] and float(probability) == pytest.approx(expected[1].max(), abs=1e-4)
+
+
+def test_evaluate_its_own_test_split_then_a_folder_with_tta(trained, stripes, tmp_path):
+    out = transferkit_cli("evaluate", trained.run_dir, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    report = json.loads((trained.run_dir / "evaluation.json").read_text())
+    assert report["accuracy"] == pytest.approx(trained.metrics["test_accuracy"], abs=1e-9)
+    assert report["num_examples"] == trained.metrics["num_examples"]["test"]
+    assert f"accuracy  {report['accuracy']:.4f}" in out.stdout and "precision  recall" in out.stdout
+    assert (trained.run_dir / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+    x, y = stripes["val"]
+    _write_folder(tmp_path / "val", x, y)
+    out = transferkit_cli("evaluate", trained.run_dir, "--data", "val", "--tta", "6", "--out", "report",
+                          cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "report" / "evaluation.json").read_text())
+    assert report["tta"] == 6 and report["num_examples"] == len(y) and len(report["views"]) == 6
+    assert sum(map(sum, report["confusion_matrix"])) == len(y)
+    assert (tmp_path / "report" / "confusion_matrix.png").is_file()
+

@@ -1,0 +1,117 @@
+"""Faults a real run meets: kill -9, Ctrl-C, a loss that blows up. Nothing done before them is lost."""
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+import transferkit.layers  # noqa: F401  (registers the layers saved models use)
+from conftest import stripe_images
+
+TINY = ["--set", "head.units=16", "--set", "batch_size=16", "--set", "finetune.augment=false", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    images, labels = stripe_images(96, seed=5)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = root / ("horizontal", "vertical")[label]
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    return root
+
+
+def _start(tmp_path, photos, *args):
+    cmd = [sys.executable, "-m", "transferkit", "run", "demo", "--data", str(photos), "--out", str(tmp_path), *TINY,
+           *args]
+    return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_epoch(tmp_path, process, epoch, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for state_file in tmp_path.glob("demo-*/run.json"):
+            try:
+                state = json.loads(state_file.read_text())
+            except ValueError:
+                continue
+            if state.get("epoch", 0) >= epoch:
+                return state_file.parent, state
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    raise AssertionError("the run never reached epoch %d" % epoch)
+
+
+def _resume(tmp_path, run_dir):
+    return subprocess.run([sys.executable, "-m", "transferkit", "run", "--resume", str(run_dir), "--quiet"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+def _epochs(run_dir):
+    return [(int(r["epoch"]), r["stage"]) for r in csv.DictReader((run_dir / "history.csv").open())]
+
+
+@pytest.mark.parametrize("kill_at", [2, 5])  # in the head stage, and in the fine-tuning stage
+def test_kill_9_at_any_epoch_then_resume_finishes_the_same_run(tmp_path, photos, kill_at):
+    process = _start(tmp_path, photos, "--strategy", "finetune", "--set", "finetune.head_epochs=3", "--epochs", "8")
+    run_dir, state = _wait_for_epoch(tmp_path, process, kill_at)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "running"  # it never knew
+    assert not (run_dir / "metrics.json").exists()
+    done = _resume(tmp_path, run_dir)
+    assert done.returncode == 0, done.stderr
+    assert _epochs(run_dir) == [(e, "head") for e in (1, 2, 3)] + [(e, "finetune") for e in range(4, 12)]
+    final = json.loads((run_dir / "run.json").read_text())
+    assert final["status"] == "completed" and not (run_dir / "backup").exists()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 11 and metrics["test_accuracy"] >= 0.8
+    keras.models.load_model(run_dir / "model.keras", safe_mode=True)
+    assert "--resume" not in done.stderr
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, photos):
+    process = _start(tmp_path, photos, "--strategy", "feature_extraction", "--epochs", "400")
+    run_dir, _ = _wait_for_epoch(tmp_path, process, 2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert f"transferkit run --resume {run_dir}" in stderr and "Traceback" not in stderr
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    assert (run_dir / "backup" / "head").is_dir()
+
+
+def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_weights(tmp_path, photos):
+    out = subprocess.run(
+        [sys.executable, "-m", "transferkit", "run", "demo", "--data", str(photos), "--out", str(tmp_path), *TINY,
+         "--strategy", "scratch", "--set", "scratch.learning_rate=1e30",
+         "--epochs", "5"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert "the loss became nan" in out.stderr.lower() or "the loss became inf" in out.stderr.lower()
+    assert "Traceback" not in out.stderr
+    run_dir = next(tmp_path.glob("demo-scratch-*"))
+    state = json.loads((run_dir / "run.json").read_text())
+    assert state["status"] == "failed" and "loss became" in state["reason"]
+    model = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert np.isfinite(model.predict(stripe_images(4)[0].astype("float32"), verbose=0)).all()
+
+
+def test_resume_refuses_a_completed_run_and_a_non_run(tmp_path, photos):
+    done = subprocess.run([sys.executable, "-m", "transferkit", "run", "demo", "--data", str(photos), "--out",
+                           str(tmp_path), *TINY, "--strategy", "feature_extraction", "--epochs", "1"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    run_dir = next(tmp_path.glob("demo-feature_extraction-*"))
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
+    again = _resume(tmp_path, run_dir)
+    assert again.returncode == 2 and "completed already" in again.stderr
+    nothing = _resume(tmp_path, tmp_path)
+    assert nothing.returncode == 2 and "not a transferkit run directory" in nothing.stderr

@@ -1,0 +1,218 @@
+"""Predict with a trained model: ``load`` a run directory or an export, give it images of any size.
+
+Images are read as RGB ``uint8`` (files decoded like the training pipeline does, with
+``tf.io.decode_image``), resized with the recipe's ``data.resize`` mode, and classified. Test-time
+augmentation (:func:`tta_views`) averages the model over a fixed list of views.
+
+Example:
+    >>> predictor = transferkit.load("runs/demo-finetune-20261123-171500")
+    >>> probabilities = predictor.predict(["shoe.jpg", np.zeros((28, 28), np.uint8)])
+    >>> predictor.top_k(probabilities, k=2)[0]
+    [('sneaker', 0.91), ('sandal', 0.07)]
+"""
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+import transferkit.baselines  # noqa: F401  (registers LocalResponseNormalization for loading)
+import transferkit.layers  # noqa: F401  (registers Preprocess for loading)
+from transferkit.data.pipeline import resize
+from transferkit.data.sources import _rgb
+from transferkit.errors import TransferkitError
+from transferkit.recipes import load_recipe
+
+CROP_FRACTION = 0.875
+TTA_VIEWS = ("original", "flip", "center", "top_left", "top_right", "bottom_left", "bottom_right",
+             "flip_center", "flip_top_left", "flip_top_right", "flip_bottom_left", "flip_bottom_right")
+
+
+def read_image(image):
+    """One image as an RGB ``uint8`` array (H, W, 3): from a file path, a PIL image or an array.
+
+    Arrays may be (H, W) gray or (H, W, 1|3|4), uint8 (0-255) or float (0-1 or 0-255).
+    An unreadable file raises a one-line :class:`TransferkitError` naming it.
+
+    Example:
+        >>> read_image("cat.png").shape
+        (375, 500, 3)
+    """
+    if isinstance(image, (str, Path)):
+        try:
+            data = Path(image).read_bytes()
+            return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
+        except OSError as err:
+            raise TransferkitError(f"cannot read {image}: {err.strerror or err}") from err
+        except tf.errors.InvalidArgumentError as err:
+            raise TransferkitError(f"cannot read {image}: not a JPEG, PNG, BMP or GIF image") from err
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim not in (2, 3):
+        raise TransferkitError(f"an image array must be (H, W) or (H, W, channels); got shape {array.shape}")
+    return _rgb(array[np.newaxis])[0]
+
+
+def _as_list(images):
+    if isinstance(images, (str, Path, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim < 4):
+        return [images]
+    return list(images)
+
+
+def tta_views(images, n=1):
+    """The first ``n`` test-time views of a batch of resized images (float, N x S x S x 3).
+
+    Views, in order (:data:`TTA_VIEWS`): the original, its horizontal flip, then crops of
+    :data:`CROP_FRACTION` (87.5 %) of the height and width at the centre and the four corners,
+    resized back to S x S, then the same five crops flipped. Deterministic; at most 12.
+
+    Example:
+        >>> [v.shape for v in tta_views(np.zeros((2, 32, 32, 3)), 3)]
+        [TensorShape([2, 32, 32, 3]), TensorShape([2, 32, 32, 3]), TensorShape([2, 32, 32, 3])]
+    """
+    if not 1 <= n <= len(TTA_VIEWS):
+        raise TransferkitError(f"tta takes 1 to {len(TTA_VIEWS)} views; got {n}")
+    images = tf.convert_to_tensor(images, tf.float32)
+    height, width = images.shape[1], images.shape[2]
+    crop_h, crop_w = round(height * CROP_FRACTION), round(width * CROP_FRACTION)
+    offsets = {"center": ((height - crop_h) // 2, (width - crop_w) // 2), "top_left": (0, 0),
+               "top_right": (0, width - crop_w), "bottom_left": (height - crop_h, 0),
+               "bottom_right": (height - crop_h, width - crop_w)}
+    views = []
+    for name in TTA_VIEWS[:n]:
+        where = name.removeprefix("flip").strip("_")
+        view = images
+        if where in offsets:
+            top, left = offsets[where]
+            view = tf.image.resize(images[:, top:top + crop_h, left:left + crop_w], (height, width))
+        views.append(tf.image.flip_left_right(view) if name.startswith("flip") else view)
+    return views
+
+
+class Predictor:
+    """A classifier that takes images of any size: ``predict`` gives probabilities, ``class_names`` the labels.
+
+    Made by :func:`load`; :class:`KerasPredictor` runs a ``model.keras``, :class:`SavedModelPredictor`
+    a SavedModel export.
+
+    Example:
+        >>> predictor = transferkit.load("runs/demo-finetune-20261123-171500/export/savedmodel")
+        >>> predictor.class_names[predictor.predict("boot.png").argmax()]
+        'ankle_boot'
+    """
+
+    def __init__(self, path, class_names, image_size, resize_mode):
+        self.path = Path(path)
+        self.class_names = tuple(class_names)
+        self.image_size = int(image_size)
+        self.resize = resize_mode
+
+    @property
+    def labels(self):
+        """The class names, indexed like the probabilities' columns."""
+        return self.class_names
+
+    def predict(self, images, batch_size=32):
+        """Probabilities (N, classes) for images: paths, PIL images or arrays of any size (a list, or one).
+
+        Example:
+            >>> predictor.predict(["a.jpg", "b.png"]).shape
+            (2, 10)
+        """
+        arrays = [read_image(image) for image in _as_list(images)]
+        if not arrays:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        return self._predict(arrays, batch_size)
+
+    def top_k(self, probabilities, k=1):
+        """The ``k`` most likely ``(class name, probability)`` pairs of each row of ``probabilities``.
+
+        Example:
+            >>> predictor.top_k(predictor.predict("boot.png"), k=2)
+            [[('ankle_boot', 0.97), ('sneaker', 0.02)]]
+        """
+        order = np.argsort(-np.asarray(probabilities), axis=1, kind="stable")[:, :k]
+        return [[(self.class_names[i], float(row[i])) for i in top] for row, top in zip(probabilities, order)]
+
+    def _predict(self, arrays, batch_size):
+        raise NotImplementedError
+
+
+class KerasPredictor(Predictor):
+    """A ``model.keras`` (a run directory or a Keras export), resized here like the training pipeline does."""
+
+    def __init__(self, path, model, class_names, image_size, resize_mode):
+        super().__init__(path, class_names, image_size, resize_mode)
+        self.model = model
+
+    def _predict(self, arrays, batch_size):
+        resized = np.stack([resize(array, self.image_size, self.resize).numpy() for array in arrays])
+        return np.concatenate([self.predict_resized(resized[i:i + batch_size])
+                               for i in range(0, len(resized), batch_size)])
+
+    def predict_resized(self, images, tta=1):
+        """Probabilities for one batch of images already resized to ``image_size``, averaged over ``tta`` views.
+
+        Example:
+            >>> predictor.predict_resized(batch, tta=6).shape
+            (32, 10)
+        """
+        views = tta_views(images, tta)
+        return np.mean([np.asarray(self.model.predict_on_batch(view)) for view in views], axis=0)
+
+
+class SavedModelPredictor(Predictor):
+    """A SavedModel export: raw ``uint8`` images go to its ``serving_default`` signature, which resizes."""
+
+    def __init__(self, path):
+        self.saved = tf.saved_model.load(str(path))
+        meta = {key: value.numpy() for key, value in self.saved.signatures["metadata"]().items()}
+        super().__init__(path, [name.decode() for name in meta["class_names"]], meta["image_size"],
+                         meta["resize"].decode())
+
+    def _predict(self, arrays, batch_size):
+        serve = self.saved.signatures["serving_default"]
+        probabilities = np.zeros((len(arrays), len(self.class_names)), np.float32)
+        by_shape = {}
+        for i, array in enumerate(arrays):
+            by_shape.setdefault(array.shape, []).append(i)
+        for indices in by_shape.values():  # a signature call takes a batch of one size
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                batch = tf.constant(np.stack([arrays[i] for i in chunk]))
+                probabilities[chunk] = serve(images=batch)["probabilities"].numpy()
+        return probabilities
+
+
+def load_keras_model(path):
+    """Load a ``.keras`` model with ``safe_mode=True`` (transferkit's layers are registered classes)."""
+    return keras.saving.load_model(path, safe_mode=True)
+
+
+def load(path):
+    """A :class:`Predictor` for a run directory, a Keras export or a SavedModel export.
+
+    Example:
+        >>> predictor = transferkit.load("runs/demo-finetune-20261123-171500")
+        >>> predictor.predict(np.zeros((50, 40, 3), np.uint8)).shape, predictor.labels[:2]
+        ((1, 10), ('t-shirt_top', 'trouser'))
+    """
+    path = Path(path)
+    if path.is_file() and path.suffix == ".keras":
+        path = path.parent
+    if (path / "saved_model.pb").is_file():
+        return SavedModelPredictor(path)
+    if not (path / "model.keras").is_file():
+        raise TransferkitError(f"{path} is neither a run directory, a Keras export nor a SavedModel export "
+                               f"(no model.keras or saved_model.pb)")
+    if (path / "labels.json").is_file():  # a Keras export
+        info = json.loads((path / "labels.json").read_text())
+        resize_mode = info["resize"]
+    else:
+        info = json.loads((path / "metrics.json").read_text())
+        resize_mode = load_recipe(str(path / "recipe.yaml")).data.resize
+    return KerasPredictor(path, load_keras_model(path / "model.keras"), info["class_names"], info["image_size"],
+                          resize_mode)
