@@ -146,14 +146,27 @@ def run_resolved(recipe, splits, out="runs", verbose=2, run_dir=None):
         raise TransferkitError(f"the data differs from the data {run_dir} started with; start a new run instead")
     tracker.set_status("running", data=splits.fingerprint, key=run_key(recipe, splits))
     ctx = Context(recipe, splits, verbose=verbose, tracker=tracker)
+    from transferkit.strategies.runtime import (distribution, float32_model, precision, resolve_precision,
+                                                scaled_for_replicas, scope)
+
     try:
-        with PeakMemory() as memory:
+        # models are built and compiled under the tf.distribute strategy's scope; batch_size is per replica and
+        # learning rates scale linearly with the replicas. The dtype policy holds for this run only, and the
+        # model returned and saved is rebuilt in float32.
+        strategy = distribution(recipe.distribute)
+        replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+        ctx.recipe = scaled_for_replicas(recipe, replicas)
+        with PeakMemory() as memory, precision(resolve_precision(recipe.mixed_precision)), scope(strategy):
             trained = STRATEGIES[recipe.strategy](ctx)
+        trained.model = ctx.model = float32_model(trained.model, rebuild=strategy is not None)
+        if strategy is not None:
+            trained.info.update(replicas=replicas, global_batch_size=ctx.recipe.batch_size)
     except KeyboardInterrupt:
         tracker.set_status("interrupted")
         raise RunInterrupted(f"interrupted; every completed epoch is saved: transferkit run --resume {run_dir}") \
             from None
     except NonFiniteLoss as err:
+        ctx.model = float32_model(ctx.model, rebuild=strategy is not None)
         save_model(ctx.model, run_dir / "model.keras")
         tracker.set_status("failed", reason=str(err))
         raise NonFiniteLoss(f"{err} (saved to {run_dir / 'model.keras'})") from None

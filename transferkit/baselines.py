@@ -122,7 +122,7 @@ def _classifier_head(num_classes):
     head = [layers.Flatten()]
     for _ in range(2):
         head += [layers.Dense(4096, activation="relu"), layers.Dropout(0.5)]
-    return head + [layers.Dense(num_classes, activation="softmax")]
+    return head + [layers.Dense(num_classes, activation="softmax", dtype="float32")]
 
 
 def _sequential(name, input_shape, stack):
@@ -188,7 +188,7 @@ def _small_convnet(input_shape, num_classes):
         layers.Flatten(),
         layers.Dropout(0.5),
         layers.Dense(512, activation="relu"),
-        layers.Dense(num_classes, activation="softmax"),
+        layers.Dense(num_classes, activation="softmax", dtype="float32"),
     ])
 
 
@@ -204,5 +204,5 @@ def _lenet5(input_shape, num_classes):
         layers.Flatten(),
         layers.Dense(120, activation="tanh"),
         layers.Dense(84, activation="tanh"),
-        layers.Dense(num_classes, activation="softmax"),
+        layers.Dense(num_classes, activation="softmax", dtype="float32"),
     ])

@@ -12,24 +12,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import click  # noqa: E402
 
 
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """Send file descriptor 2 to /dev/null: TensorFlow's C++ start-up chatter ignores TF_CPP_MIN_LOG_LEVEL."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(devnull)
-        os.close(saved)
-
-
 def _start_tensorflow(debug):
     """Import TensorFlow and initialise its devices, quietly unless debugging."""
-    with contextlib.nullcontext() if debug else _native_stderr_silenced():
+    from transferkit.console import native_stderr_silenced
+
+    with contextlib.nullcontext() if debug else native_stderr_silenced():
         import tensorflow as tf
 
         tf.config.list_physical_devices()
@@ -77,8 +64,17 @@ def main():
 @click.option("--out", default="runs", show_default=True, help="Parent folder of run directories.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any recipe key, e.g. finetune.unfreeze_blocks=2.")
 @click.option("--quiet", is_flag=True, help="No per-epoch lines.")
+@click.option("--mixed-precision", "mixed_precision", metavar="POLICY",
+              type=click.Choice(["none", "auto", "mixed_float16", "mixed_bfloat16"]),
+              help="Keras dtype policy for this run (--set mixed_precision=POLICY); auto picks one for the hardware.")
+@click.option("--jit-compile", "jit_compile", is_flag=True, default=None,
+              help="Compile the training steps with XLA (--set jit_compile=true).")
+@click.option("--distribute", type=click.Choice(["none", "mirrored", "multiworker"]),
+              help="Train on every local GPU (mirrored) or on the TF_CONFIG cluster (multiworker); "
+                   "batch size per replica, learning rate scaled linearly (--set distribute=...).")
 @_friendly
-def run(recipe, resume, strategy, backbone, weights, epochs, image_size, data_dir, data_path, out, overrides, quiet):
+def run(recipe, resume, strategy, backbone, weights, epochs, image_size, data_dir, data_path, out, overrides, quiet,
+        mixed_precision, jit_compile, distribute):
     """Train RECIPE (a shipped name such as demo or cats_dogs, or a YAML path) and write a run directory.
 
     With --resume RUN_DIR instead, continue a run that was killed or interrupted.
@@ -89,6 +85,8 @@ def run(recipe, resume, strategy, backbone, weights, epochs, image_size, data_di
     if bool(recipe) == bool(resume):
         raise TransferkitError("give a RECIPE to run, or --resume RUN_DIR, not both" if recipe else
                                "give a RECIPE (transferkit list recipes) or --resume RUN_DIR")
+    overrides = list(overrides) + ([f"mixed_precision={mixed_precision}"] if mixed_precision else []) + \
+        (["jit_compile=true"] if jit_compile else []) + ([f"distribute={distribute}"] if distribute else [])
     result = run_recipe(recipe, resume=resume, strategy=strategy, backbone=backbone, weights=weights, epochs=epochs,
                         image_size=image_size, data=data_path, data_dir=data_dir, out=out, overrides=overrides,
                         verbose=0 if quiet else 2)

@@ -14,7 +14,7 @@ from pathlib import Path
 from transferkit.api import resolve_data, run_resolved
 from transferkit.evaluation import plot_confusion
 from transferkit.recipes import load_recipe
-from transferkit.runs import find_completed, read_history, run_key, write_atomic
+from transferkit.runs import find_completed, read_history, run_key, save_figure, write_atomic
 from transferkit.strategies import STRATEGIES
 from transferkit.weights import check_source
 
@@ -118,8 +118,6 @@ def compare(recipe="demo", strategies=None, backbones=None, baselines=None, out=
 
 
 def _plot_curves(rows, path):
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,10 +134,7 @@ def _plot_curves(rows, path):
         ax.set_xlabel("epoch")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    write_atomic(path, buffer.getvalue())
+    save_figure(fig, path)
 
 
 def _write_report(comparison, recipe, class_names):

@@ -8,7 +8,6 @@ Example:
     >>> report = evaluate_run("runs/demo-feature_extraction-20261123-171500", tta=6)
     >>> report["accuracy"], report["files"]
 """
-import io
 import json
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from transferkit.data.sources import load_data
 from transferkit.errors import TransferkitError
 from transferkit.predict import TTA_VIEWS, KerasPredictor, load
 from transferkit.recipes import load_recipe
-from transferkit.runs import write_atomic, write_json
+from transferkit.runs import save_figure, write_json
 
 
 def classification_report(labels, probabilities, class_names):
@@ -69,10 +68,7 @@ def plot_confusion(matrix, class_names, path, title):
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    write_atomic(path, buffer.getvalue())
+    save_figure(fig, path)
 
 
 def _folder_data(folder, class_names):

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.errors import TransferkitError
+from transferkit.runs import save_figure
 
 
 def _is_feature_map(tensor):
@@ -151,20 +152,6 @@ def filter_patterns(model, layer, filters=16, steps=30, step_size=10.0, seed=0):
     return np.clip(patterns * 64 + 128, 0, 255).astype(np.uint8)
 
 
-def _figure_png(fig, path):
-    import io
-
-    import matplotlib.pyplot as plt
-
-    from transferkit.runs import write_atomic
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    write_atomic(path, buffer.getvalue())
-    return path
-
-
 def _keras_predictor(path):
     from transferkit.predict import KerasPredictor, load
 
@@ -211,7 +198,7 @@ def explain_image(path, image_path, class_name=None, out=None, layer=None):
     fig.suptitle(", ".join(f"{name} {p:.1%}" for name, p in top))
     out = Path(out) if out else Path(predictor.path) / "explain" / f"{Path(image_path).stem}.gradcam.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    return _figure_png(fig, out)
+    return save_figure(fig, out)
 
 
 def _grid(tiles, titles, path, suptitle, cmap=None):
@@ -230,7 +217,7 @@ def _grid(tiles, titles, path, suptitle, cmap=None):
         ax.set_title(title, fontsize=7)
     fig.suptitle(suptitle)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return _figure_png(fig, path)
+    return save_figure(fig, path)
 
 
 def save_activations(path, image_path, layers=None, out_dir=None, channels=16):

@@ -205,6 +205,10 @@ def load(path):
         path = path.parent
     if (path / "saved_model.pb").is_file():
         return SavedModelPredictor(path)
+    state = json.loads((path / "run.json").read_text()) if (path / "run.json").is_file() else {}
+    if state.get("status") not in (None, "completed"):
+        raise TransferkitError(f"the run in {path} has not completed (status: {state['status']}); finish it with: "
+                               f"transferkit run --resume {path}")
     if not (path / "model.keras").is_file():
         raise TransferkitError(f"{path} is neither a run directory, a Keras export nor a SavedModel export "
                                f"(no model.keras or saved_model.pb)")

@@ -3,6 +3,7 @@
 A recipe is found by name in ``recipes/`` (shipped inside the package) or loaded from a path; unknown keys
 and wrong types are rejected with the key named, and ``--set key.sub=value`` overrides any key.
 """
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Literal, Optional, Union
@@ -128,6 +129,9 @@ class Recipe(_Section):
     strategy: str = "finetune"
     seed: int = 42
     batch_size: int = Field(32, ge=1)
+    mixed_precision: Literal["none", "auto", "mixed_float16", "mixed_bfloat16"] = "none"
+    jit_compile: bool = False
+    distribute: Literal["none", "mirrored", "multiworker"] = "none"
     head: HeadConfig = HeadConfig()
     augment: AugmentConfig = AugmentConfig()
     feature_extraction: FeatureExtractionConfig = FeatureExtractionConfig(epochs=30)
@@ -168,7 +172,7 @@ def _read(name_or_path):
             path = shipped
         elif not path.is_file():
             raise TransferkitError(
-                f"unknown recipe '{name_or_path}'{did_you_mean(name_or_path, list_recipes())}; "
+                f"unknown recipe '{_show(name_or_path)}'{did_you_mean(name_or_path, list_recipes())}; "
                 f"shipped recipes: {', '.join(list_recipes())}, or give a path to a .yaml file"
             )
     if not path.is_file():
@@ -181,6 +185,11 @@ def _read(name_or_path):
         raise TransferkitError(f"recipe {path} must be a mapping of keys to values")
     data.setdefault("name", path.stem)
     return data
+
+
+def _show(text):
+    """``text`` with control characters escaped, so an error about it stays on one line."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], str(text))
 
 
 def _fields_at(keys):
@@ -199,7 +208,7 @@ def apply_override(data, assignment):
         {'finetune': {'learning_rate': '1e-4'}}
     """
     if "=" not in assignment:
-        raise TransferkitError(f"--set takes key=value, got '{assignment}'")
+        raise TransferkitError(f"--set takes key=value, got '{_show(assignment)}'")
     key, raw = assignment.split("=", 1)
     keys = key.strip().split(".")
     node = data
@@ -208,7 +217,8 @@ def apply_override(data, assignment):
         if model is not None and part not in model.model_fields:
             where = ".".join(keys[:depth]) or "recipe"
             raise TransferkitError(
-                f"unknown key '{'.'.join(keys[:depth + 1])}' in {where}{did_you_mean(part, model.model_fields)}"
+                f"unknown key '{_show('.'.join(keys[:depth + 1]))}' in {_show(where)}"
+                f"{did_you_mean(part, model.model_fields)}"
             )
         if depth == len(keys) - 1:
             try:
@@ -218,13 +228,13 @@ def apply_override(data, assignment):
         else:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise TransferkitError(f"'{'.'.join(keys[:depth + 1])}' is not a section")
+                raise TransferkitError(f"'{_show('.'.join(keys[:depth + 1]))}' is not a section")
     return data
 
 
 def _format_error(err):
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
+    where = _show(".".join(str(p) for p in first["loc"]))
     if first["type"] == "extra_forbidden":
         keys = first["loc"]
         model = _fields_at([str(k) for k in keys[:-1]]) if len(keys) > 1 else Recipe
@@ -238,7 +248,7 @@ def recipe_from_dict(data):
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
-        raise TransferkitError(f"recipe '{data.get('name', '?')}': {_format_error(err)}") from err
+        raise TransferkitError(f"recipe {str(data.get('name', '?'))!r}: {_format_error(err)}") from err
 
 
 def load_recipe(name_or_path, overrides=(), **fields):

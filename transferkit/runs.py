@@ -83,10 +83,18 @@ def plot_history(rows, path, title):
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path):
+    """Write a matplotlib figure to ``path`` as PNG, atomically, and close it."""
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     write_atomic(path, buffer.getvalue())
+    return Path(path)
 
 
 def write_json(path, data):

@@ -33,7 +33,7 @@ def test_run_demo_from_another_directory_writes_a_run_directory(tmp_path):
     assert len(run_dirs) == 1 and run_dirs[0].name.startswith("demo-feature_extraction-")
     assert str(run_dirs[0].name) in out.stdout and "test accuracy" in out.stdout
     metrics = json.loads((run_dirs[0] / "metrics.json").read_text())
-    assert metrics["num_examples"] == {"train": 1000, "val": 300, "test": 300}
+    assert metrics["num_examples"] == {"train": 300, "val": 200, "test": 300}  # the demo: 30, 20, 30 per class
     assert metrics["test_accuracy"] > 0.3  # ten classes: chance is 0.1
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 import transferkit
 
-TINY = ["head.units=16", "batch_size=16", "scratch.epochs=2", "feature_extraction.epochs=4"]
+TINY = ["head.units=16", "batch_size=16", "scratch.epochs=2", "feature_extraction.epochs=4", "image_size=32"]
 
 
 def test_compare_writes_a_sorted_table_and_a_self_contained_report_and_reuses_runs(tmp_path, stripes):

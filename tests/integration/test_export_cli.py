@@ -40,7 +40,7 @@ def trained(tmp_path_factory, stripes):
         env.setenv("TRANSFERKIT_CACHE", str(root / "cache"))
         env.setenv("TRANSFERKIT_OFFLINE", "1")
         result = transferkit.run("demo", strategy="feature_extraction", data=str(root / "photos"), out=root / "runs",
-                                 overrides=["head.units=16", "batch_size=16", "base_blocks=2"], epochs=6, verbose=0)
+                                 overrides=["head.units=16", "batch_size=16", "base_blocks=2", "image_size=32"], epochs=6, verbose=0)
     return result
 
 

@@ -14,7 +14,8 @@ from PIL import Image
 import transferkit.layers  # noqa: F401  (registers the layers saved models use)
 from conftest import stripe_images
 
-TINY = ["--set", "head.units=16", "--set", "batch_size=16", "--set", "finetune.augment=false", "--quiet"]
+TINY = ["--set", "head.units=16", "--set", "batch_size=16", "--set", "finetune.augment=false", "--set", "image_size=32",
+        "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +116,18 @@ def test_resume_refuses_a_completed_run_and_a_non_run(tmp_path, photos):
     assert again.returncode == 2 and "completed already" in again.stderr
     nothing = _resume(tmp_path, tmp_path)
     assert nothing.returncode == 2 and "not a transferkit run directory" in nothing.stderr
+
+
+@pytest.mark.parametrize("command", [["export", "{run}", "--format", "keras"], ["evaluate", "{run}"],
+                                     ["predict", "{run}", "x.png"], ["explain", "{run}", "x.png"]])
+def test_an_unfinished_run_cannot_be_used_and_says_how_to_finish_it(tmp_path, command):
+    run_dir = tmp_path / "demo-finetune-20260101-000000"
+    run_dir.mkdir()
+    (run_dir / "recipe.yaml").write_text("name: demo\n")
+    (run_dir / "run.json").write_text(json.dumps({"status": "running", "epoch": 3}))
+    Image.fromarray(stripe_images(1)[0][0]).save(tmp_path / "x.png")
+    out = subprocess.run([sys.executable, "-m", "transferkit", *[part.format(run=run_dir) for part in command]],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert f"has not completed (status: running); finish it with: transferkit run --resume {run_dir}" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -9,7 +9,7 @@ import pytest
 import transferkit
 from transferkit.features import cache_dir
 
-FAST = ["head.units=16", "batch_size=16"]
+FAST = ["head.units=16", "batch_size=16", "image_size=32", "base_blocks=", "finetune.augment=true"]
 
 
 def _run(tmp_path, stripes, strategy, *more, **kwargs):

@@ -166,7 +166,7 @@ def test_augmentation_never_reaches_the_saved_model(tmp_path, stripes):
     result = transferkit.run(
         "demo", strategy="scratch", data=stripes, class_names=["h", "v"], out=tmp_path / "runs", epochs=1,
         overrides=["scratch.baseline=lenet5", "scratch.augment=true", "augment.pca_color=0.1",
-                   "augment.random_crop=0.875", "batch_size=32"], verbose=0)
+                   "augment.random_crop=0.875", "batch_size=32", "image_size=32"], verbose=0)
     saved = keras.models.load_model(result.run_dir / "model.keras", safe_mode=True)
 
     def layers(model):
@@ -188,7 +188,7 @@ def test_preview_tiles_differ_from_the_originals_and_the_png_is_written(tmp_path
     from transferkit.data.preview import augmented_samples, save_grid
     from transferkit.recipes import load_recipe
 
-    recipe = load_recipe("demo", ["augment.pca_color=0.1"])
+    recipe = load_recipe("demo", ["augment.pca_color=0.1", "image_size=32"])
     originals, augmented = augmented_samples(recipe, count=3, copies=4)
     assert originals.shape == (3, 32, 32, 3) and augmented.shape == (4, 3, 32, 32, 3)
     assert originals.dtype == augmented.dtype == np.uint8

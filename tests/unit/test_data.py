@@ -297,3 +297,23 @@ def test_make_cats_dogs_small_skips_corrupt_files_from_a_folder_or_the_zip(tmp_p
         assert "skipped dog 4: not an image" in err
     with pytest.raises(SystemExit, match="only 6 good cats images, 7 wanted"):
         make.main([str(pets), "--out", str(tmp_path / "more"), "--per-class", "5", "1", "1"])
+
+
+def test_sample_per_class_keeps_the_first_images_of_each_class():
+    full = load_data(DataConfig(source="sample"))
+    small = load_data(DataConfig(source="sample", per_class=[3, 2, 1]))
+    assert small.counts == {"train": 30, "val": 20, "test": 10}
+    assert small.class_counts["train"] == (3,) * 10
+    first_train = [int(y) for _, y in full.datasets["train"]]
+    kept = [int(y) for _, y in small.datasets["train"]]
+    assert kept == [y for i, y in enumerate(first_train) if first_train[:i].count(y) < 3][:30]
+    with pytest.raises(TransferkitError, match="per_class asks for 31"):
+        load_data(DataConfig(source="sample", per_class=[1, 31, 1]))
+
+
+def test_folders_with_different_classes_across_splits_are_refused(tmp_path):
+    _write_folder(tmp_path / "train", ["cat", "dog"], 3)
+    _write_folder(tmp_path / "val", ["cat", "dog"], 2)
+    _write_folder(tmp_path / "test", ["cat", "fox"], 2)
+    with pytest.raises(TransferkitError, match=r"test has classes \['cat', 'fox'\], train has \['cat', 'dog'\]"):
+        load_data(DataConfig(source="folder", path=str(tmp_path)))

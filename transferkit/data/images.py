@@ -6,12 +6,10 @@ versions, so those three go through PIL.
 Each file is checked once by the decoder that will read it in training, so a file that passes never fails
 mid-epoch: truncated, zero-byte and non-image files are reported with the reason instead.
 """
-import contextlib
 import hashlib
 import io
 import os
 import re
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Optional
@@ -19,6 +17,8 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
+
+from transferkit.console import native_stderr_silenced
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 _TF_FORMATS = {"JPEG", "PNG", "GIF"}
@@ -97,25 +97,6 @@ def check_bytes(data, path=""):
     return ImageCheck(path, digest, None, via_pil)
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """libjpeg prints every corrupt file's complaint on file descriptor 2; the check reports them instead."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # a captured stream (pytest, notebooks) has no descriptor
-        yield
-        return
-    sys.stderr.flush()
-    saved, devnull = os.dup(fd), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(devnull)
-        os.close(saved)
-
-
 def check_images(paths):
     """:func:`check_image` for many files, on all CPU cores (decoding releases the GIL), in ``paths`` order.
 
@@ -123,7 +104,7 @@ def check_images(paths):
         >>> [c.error for c in check_images(["ok.png", "zero.jpg"])]
         [None, 'empty file (0 bytes)']
     """
-    with _quiet_native_stderr(), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    with native_stderr_silenced(), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         return list(pool.map(check_image, paths))
 
 

@@ -130,10 +130,35 @@ def check_classes(counts, class_names, max_label):
         raise TransferkitError(f"the {', '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty")
 
 
+def first_per_class(images, labels, count):
+    """The first ``count`` examples of each class, in their original order.
+
+    Example:
+        >>> first_per_class(np.arange(6), np.array([0, 1, 0, 1, 0, 1]), 2)
+        (array([0, 1, 2, 3]), array([0, 1, 0, 1]))
+    """
+    labels = np.asarray(labels)
+    short = [int(c) for c, n in enumerate(np.bincount(labels)) if 0 < n < count]
+    if short:
+        raise TransferkitError(f"data.per_class asks for {count} images of each class; class {short[0]} has fewer")
+    keep = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        keep[np.flatnonzero(labels == c)[:count]] = True
+    return np.asarray(images)[keep], labels[keep]
+
+
 @DATA_SOURCES.register("sample")
 def sample_source(config, seed):
-    """The embedded Fashion-MNIST sample (offline, shipped with transferkit)."""
-    return from_arrays(load_sample())
+    """The embedded Fashion-MNIST sample (offline, shipped with transferkit); ``data.per_class: [a, b, c]``
+    keeps the first a, b and c images of each class of its train, val and test splits."""
+    sample = load_sample()
+    if not config.per_class:
+        return from_arrays(sample)
+    if len(config.per_class) != 3:
+        raise TransferkitError("data.per_class takes three numbers: train, val and test images per class")
+    splits = {name: first_per_class(*getattr(sample, name), count)
+              for name, count in zip(SPLIT_NAMES, config.per_class)}
+    return from_arrays(splits, sample.class_names)
 
 
 def load_data(config, seed=0):

@@ -72,12 +72,17 @@ class Trained:
     info: dict = field(default_factory=dict)
 
 
-def compile_model(model, learning_rate):
-    """Compile for integer labels with Adam at ``learning_rate``."""
+def compile_model(model, learning_rate, jit_compile=False, steps_per_execution=1):
+    """Compile for integer labels with Adam at ``learning_rate``; ``jit_compile`` compiles the steps with XLA.
+
+    Under the ``mixed_float16`` policy Keras wraps the optimizer in a ``LossScaleOptimizer`` itself.
+    """
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=bool(jit_compile),
+        steps_per_execution=steps_per_execution,
     )
 
 

@@ -1,9 +1,30 @@
 """Feature extraction: run the frozen conv base once, cache the features, train a dense head on them."""
 import keras
 
-from transferkit.features import cache_key, cached_features, extract
+from transferkit.features import cache_key, cached_extract, extraction_batches, gather, indexed_batches, predictor
 from transferkit.strategies.common import STRATEGIES, Trained, compile_model, fit_stage, frozen_classifier
 from transferkit.weights import weights_id
+
+
+def feature_key(ctx, split, boundary=None):
+    """The cache key of ``split``'s conv-base outputs (or of the activations at layer ``boundary``)."""
+    recipe = ctx.recipe
+    parts = dict(backbone=recipe.backbone, weights=weights_id(recipe.weights), image_size=recipe.image_size,
+                 base_blocks=recipe.base_blocks, resize=recipe.data.resize, data=ctx.splits.fingerprint, split=split)
+    return cache_key(**parts, **({"boundary": boundary} if boundary else {}))
+
+
+def extract_split(ctx, predict, split, boundary=None):
+    """``((features, labels), hit)`` of ``split`` through the feature cache; streamed to disk on a miss."""
+    recipe = ctx.recipe
+    batched = extraction_batches(ctx.splits.datasets[split], recipe.image_size, recipe.batch_size, recipe.data.resize)
+    return cached_extract(feature_key(ctx, split, boundary), predict, batched)
+
+
+def feature_batches(ctx, features, labels, split):
+    """Batches of cached ``features``: the training split shuffled exactly as the image pipeline shuffles it."""
+    seed = ctx.recipe.seed if split == "train" else None
+    return gather(indexed_batches(None, labels, ctx.recipe.batch_size, seed), features, labels)
 
 
 @STRATEGIES.register("feature_extraction")
@@ -20,13 +41,11 @@ def feature_extraction(ctx):
     ctx.model = model
     inputs = keras.Input(model.input.shape[1:])
     extractor = keras.Model(inputs, base(model.get_layer("preprocess")(inputs), training=False))
-    features, hits = {}, 0
+    data, hits = {}, 0
     for split in ("train", "val"):
-        key = cache_key(backbone=recipe.backbone, weights=weights_id(recipe.weights), image_size=recipe.image_size,
-                        base_blocks=recipe.base_blocks, resize=recipe.data.resize, data=ctx.splits.fingerprint,
-                        split=split)
-        features[split], hit = cached_features(key, lambda: extract(extractor, ctx.data(split)))
+        (features, labels), hit = extract_split(ctx, predictor(extractor), split)
+        data[split] = feature_batches(ctx, features, labels, split)
         hits += hit
-    compile_model(head, config.learning_rate)
-    history = fit_stage(ctx, head, "head", features["train"], features["val"], config.epochs, batch_size=recipe.batch_size)
+    compile_model(head, config.learning_rate, jit_compile=recipe.jit_compile)
+    history = fit_stage(ctx, head, "head", data["train"], data["val"], config.epochs)
     return Trained(model, history, {"feature_cache_hits": hits})

@@ -1,25 +1,89 @@
 """Fine-tuning: train the head on the frozen base, then unfreeze the top conv blocks at a low learning rate."""
+import keras
+
 from transferkit.backbones import unfreeze_top_blocks
+from transferkit.features import cached_extract, gather, indexed_batches, predictor
 from transferkit.strategies.common import STRATEGIES, Trained, compile_model, fit_stage, frozen_classifier
+from transferkit.strategies.feature_extraction import extract_split, feature_key
+
+
+def freeze_boundary(base, spec, num_blocks):
+    """The name of the last frozen layer of ``base`` when its top ``num_blocks`` blocks train, or None.
+
+    None when the whole base trains (nothing frozen to cache) or ``num_blocks`` is out of range; the base's
+    output layer when no block trains.
+    """
+    names = [layer.name for layer in base.layers]
+    ends = [end for end in spec.block_ends if end in names]
+    if not 0 <= num_blocks < len(ends):
+        return None
+    return names[-1] if num_blocks == 0 else ends[-num_blocks - 1]
 
 
 @STRATEGIES.register("finetune")
-def finetune(ctx):
+def finetune(ctx, boundary_cache=None):
     """Train the head on the frozen base, then unfreeze the top conv blocks at a low learning rate.
 
     Stage 1 ("head"): frozen base. Stage 2 ("finetune"): the top ``unfreeze_blocks`` blocks trainable except
     their BatchNorm layers (which stay in inference mode), recompiled at ``learning_rate``.
 
+    Without augmentation (``finetune.augment: false``) the frozen part sees the same images every epoch, so
+    by default (``boundary_cache=None``) its outputs are computed once per split and cached: stage 1 trains
+    the head on the base's outputs, stage 2 the unfrozen blocks and the head on the activations at the freeze
+    boundary, in the same batches and order as training on the images would. The layers are shared with the
+    full model, which is returned and takes raw images. ``boundary_cache=False`` always trains on images.
+
     Example:
         >>> trained = finetune(Context(load_recipe("demo", overrides=["finetune.unfreeze_blocks=2"]), splits))
     """
     config = ctx.recipe.finetune
-    model, base, _ = frozen_classifier(ctx)
+    model, base, head = frozen_classifier(ctx)
     ctx.model = model
+    boundary = freeze_boundary(base, ctx.spec, config.unfreeze_blocks)
+    if boundary is not None and not config.augment and boundary_cache is not False:
+        return _on_cached_activations(ctx, model, base, head, boundary)
     train, val = ctx.data("train", augment=config.augment), ctx.data("val")
-    compile_model(model, config.head_learning_rate)
+    compile_model(model, config.head_learning_rate, jit_compile=ctx.recipe.jit_compile)
     history = fit_stage(ctx, model, "head", train, val, config.head_epochs)
     unfrozen = unfreeze_top_blocks(base, ctx.spec, config.unfreeze_blocks)
-    compile_model(model, config.learning_rate)
+    compile_model(model, config.learning_rate, jit_compile=ctx.recipe.jit_compile)
     history += fit_stage(ctx, model, "finetune", train, val, config.epochs, start_epoch=len(history))
-    return Trained(model, history, {"unfrozen_layers": unfrozen})
+    return Trained(model, history, {"unfrozen_layers": unfrozen, "boundary_cache": None})
+
+
+def _on_cached_activations(ctx, model, base, head, boundary):
+    recipe, config = ctx.recipe, ctx.recipe.finetune
+    jit = recipe.jit_compile
+    at_output = boundary == base.layers[-1].name
+    boundary_tensor = base.get_layer(boundary).output
+    upper = None if at_output else keras.Model(boundary_tensor, base.output, name=f"{base.name}_top")
+    inputs = keras.Input(model.input.shape[1:])
+    bottom = keras.Model(base.input, boundary_tensor, name=f"{base.name}_bottom")
+    extractor = keras.Model(inputs, bottom(model.get_layer("preprocess")(inputs), training=False))
+    hits, stage1, stage2 = 0, {}, {}
+    for split in ("train", "val"):
+        (activations, labels), hit = extract_split(ctx, predictor(extractor), split,
+                                                   None if at_output else boundary)
+        hits += hit
+        if at_output:
+            outputs = activations
+        else:  # the base's outputs from the boundary activations: only the top blocks run
+            in_order = gather(indexed_batches(None, labels, recipe.batch_size), activations, labels)
+            (outputs, _), hit = cached_extract(feature_key(ctx, split), predictor(upper), in_order)
+            hits += hit
+        # one index dataset per split for both stages, so the per-epoch reshuffling continues across stages
+        index = indexed_batches(None, labels, recipe.batch_size, recipe.seed if split == "train" else None)
+        stage1[split] = gather(index, outputs, labels)
+        stage2[split] = gather(index, activations, labels)
+    compile_model(head, config.head_learning_rate, jit_compile=jit)
+    history = fit_stage(ctx, head, "head", stage1["train"], stage1["val"], config.head_epochs)
+    unfrozen = unfreeze_top_blocks(base, ctx.spec, config.unfreeze_blocks)
+    if at_output:
+        top = head
+    else:
+        x = keras.Input(boundary_tensor.shape[1:], name="boundary")
+        top = keras.Model(x, head(upper(x, training=False)), name="top")
+    compile_model(top, config.learning_rate, jit_compile=jit)
+    history += fit_stage(ctx, top, "finetune", stage2["train"], stage2["val"], config.epochs, start_epoch=len(history))
+    return Trained(model, history, {"unfrozen_layers": unfrozen, "boundary_cache": boundary,
+                                    "feature_cache_hits": hits})

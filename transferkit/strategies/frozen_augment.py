@@ -12,7 +12,7 @@ def frozen_augment(ctx):
     config = ctx.recipe.frozen_augment
     model, _, _ = frozen_classifier(ctx)
     ctx.model = model
-    compile_model(model, config.learning_rate)
+    compile_model(model, config.learning_rate, jit_compile=ctx.recipe.jit_compile)
     history = fit_stage(ctx, model, "head", ctx.data("train", augment=config.augment), ctx.data("val"),
                         config.epochs)
     return Trained(model, history)

@@ -21,7 +21,7 @@ def scratch(ctx):
     model = keras.Model(inputs, body(keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)),
                         name=f"{config.baseline}_scratch")
     ctx.model = model
-    compile_model(model, config.learning_rate)
+    compile_model(model, config.learning_rate, jit_compile=ctx.recipe.jit_compile)
     history = fit_stage(ctx, model, "scratch", ctx.data("train", augment=config.augment), ctx.data("val"),
                         config.epochs)
     return Trained(model, history, {"baseline": config.baseline})

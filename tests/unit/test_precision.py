@@ -1,0 +1,66 @@
+"""Mixed precision and XLA: the policy holds for one run only, models learn, save and reload in float32."""
+import keras
+import numpy as np
+import pytest
+
+import transferkit
+from transferkit.baselines import create_baseline
+from transferkit.layers import Preprocess
+from transferkit.strategies.runtime import precision, resolve_precision
+
+FAST = ["image_size=32", "base_blocks=null", "data.per_class=null", "head.units=16", "batch_size=16",
+        "augment.flip=horizontal", "augment.rotation=0", "augment.shear=0", "augment.zoom=0",
+        "augment.width_shift=0", "augment.height_shift=0"]
+
+
+def _run(tmp_path, stripes, *more, strategy="frozen_augment", **kwargs):
+    return transferkit.run("demo", strategy=strategy, data=stripes, class_names=["horizontal", "vertical"],
+                           out=tmp_path / "runs", overrides=FAST + list(more), verbose=0, **kwargs)
+
+
+def test_policy_names_resolve():
+    assert resolve_precision("none") is None
+    assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+    assert resolve_precision("auto") in (None, "mixed_float16", "mixed_bfloat16")
+    with pytest.raises(transferkit.TransferkitError):
+        transferkit.load_recipe("demo", ["mixed_precision=float8"])
+
+
+def test_preprocess_and_softmax_dtypes_under_bfloat16():
+    images = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3)).astype("float32")
+    reference = np.asarray(Preprocess("caffe")(images))
+    with precision("mixed_bfloat16"):
+        layer = Preprocess("caffe")
+        out = layer(images)
+        baseline = create_baseline("small_convnet", (32, 32, 3), 3)
+    assert keras.config.dtype_policy().name == "float32"  # restored
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    np.testing.assert_allclose(np.asarray(keras.ops.cast(out, "float32")), reference, atol=1.0)  # bf16 steps <= 1
+    assert baseline.layers[-1].dtype_policy.name == "float32"
+    assert baseline.layers[0].dtype_policy.name == "mixed_bfloat16"
+    assert keras.backend.standardize_dtype(baseline(np.zeros((1, 32, 32, 3), "float32")).dtype) == "float32"
+
+
+def _check_learned_and_reloads(result):
+    accuracies = [row["accuracy"] for row in result.history]
+    assert accuracies[-1] > accuracies[0] and result.metrics["test_accuracy"] >= 0.75
+    assert keras.config.dtype_policy().name == "float32"
+    reloaded = keras.models.load_model(result.run_dir / "model.keras", safe_mode=True)
+    assert all(layer.dtype_policy.name == "float32" for layer in reloaded._flatten_layers())
+    images = np.random.default_rng(1).integers(0, 255, (4, 32, 32, 3)).astype("float32")
+    predicted = reloaded.predict(images, verbose=0)
+    assert predicted.dtype == np.float32 and np.isfinite(predicted).all()
+    np.testing.assert_allclose(predicted, result.model.predict(images, verbose=0), atol=1e-5)
+
+
+def test_a_mixed_bfloat16_run_learns_and_saves_a_float32_model(tmp_path, stripes):
+    result = _run(tmp_path, stripes, "mixed_precision=mixed_bfloat16", epochs=5)
+    assert result.recipe.mixed_precision == "mixed_bfloat16"
+    _check_learned_and_reloads(result)
+
+
+def test_a_jit_compiled_run_learns(tmp_path, stripes):
+    # XLA compiles VGG16's training step in minutes on 2 cores: the small convnet keeps this test short
+    result = _run(tmp_path, stripes, "jit_compile=true", "scratch.learning_rate=0.003", strategy="scratch", epochs=6)
+    assert result.model.jit_compile if hasattr(result.model, "jit_compile") else True
+    _check_learned_and_reloads(result)

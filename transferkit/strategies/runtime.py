@@ -1,0 +1,143 @@
+"""How a run executes, not what it trains: mixed precision, and the float32 model that is saved.
+
+``mixed_precision`` (a recipe key) sets the Keras dtype policy for the duration of one run only; the weights
+stay float32 (Keras keeps float32 variables under mixed policies), softmax outputs are float32, and the model
+a run returns and saves is rebuilt in float32 with the trained weights, so it loads and predicts the same way
+in any environment.
+"""
+import contextlib
+from pathlib import Path
+
+import keras
+
+POLICIES = ("none", "auto", "mixed_float16", "mixed_bfloat16")
+
+
+def cpu_supports_bf16():
+    """True when this CPU has native bfloat16 arithmetic (AVX512_BF16 or AMX), which oneDNN uses."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(setting):
+    """The Keras dtype policy name for a recipe's ``mixed_precision``, or None for plain float32.
+
+    ``auto`` is ``mixed_float16`` with a GPU, ``mixed_bfloat16`` on a CPU with native bfloat16, else None.
+
+    Example:
+        >>> resolve_precision("none") is None
+        True
+    """
+    if setting in (None, "none"):
+        return None
+    if setting != "auto":
+        return setting
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return "mixed_float16"
+    return "mixed_bfloat16" if cpu_supports_bf16() else None
+
+
+@contextlib.contextmanager
+def precision(policy):
+    """Set the global Keras dtype policy to ``policy`` (None: leave it) inside the block, then restore it."""
+    if policy is None:
+        yield
+        return
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
+def _float32_config(node):
+    if isinstance(node, dict):
+        if node.get("class_name") == "DTypePolicy" and str(node.get("config", {}).get("name", "")).startswith("mixed"):
+            return {**node, "config": {**node["config"], "name": "float32"}}
+        return {key: _float32_config(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_float32_config(value) for value in node]
+    return node
+
+
+def is_mixed(model):
+    """True if any layer of ``model`` (nested models included) computes in a mixed dtype policy."""
+    return any(layer.dtype_policy.name.startswith("mixed") for layer in model._flatten_layers(include_self=True))
+
+
+def float32_model(model, rebuild=False):
+    """``model`` rebuilt with float32 layers and the same (float32) weights; ``model`` itself if already so,
+    unless ``rebuild`` (a model trained under a ``tf.distribute`` strategy is rebuilt outside it, so that it
+    predicts and saves like any other).
+
+    Trainable flags travel in the config; the copy is not compiled (it is for predicting and saving).
+    """
+    if model is None or not (rebuild or is_mixed(model)):
+        return model
+    import transferkit.layers  # noqa: F401  (registers Preprocess)
+    import transferkit.baselines  # noqa: F401  (registers LocalResponseNormalization)
+
+    config = _float32_config(keras.saving.serialize_keras_object(model))
+    with precision("float32"):
+        clone = keras.saving.deserialize_keras_object(config)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+DISTRIBUTIONS = ("none", "mirrored", "multiworker")
+
+
+def distribution(setting):
+    """The ``tf.distribute`` strategy for a recipe's ``distribute``, or None (one device, no strategy).
+
+    ``mirrored``: ``MirroredStrategy`` over every local GPU, or over the logical CPU devices when there is no
+    GPU (one CPU unless the process split it with ``tf.config.set_logical_device_configuration``).
+    ``multiworker``: ``MultiWorkerMirroredStrategy``; the cluster and this worker's role come from ``TF_CONFIG``.
+    """
+    if setting in (None, "none"):
+        return None
+    import tensorflow as tf
+
+    if setting == "mirrored":
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+        devices = devices or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if setting == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown distribute setting {setting!r}; one of {DISTRIBUTIONS}")
+
+
+def scaled_for_replicas(recipe, replicas):
+    """The recipe as ``replicas`` devices train it: ``batch_size`` is per replica, so the global batch is
+    ``batch_size * replicas``, and every learning rate is multiplied by ``replicas`` (the linear scaling rule,
+    Goyal et al. 2017), so each example moves the weights as much as on one device."""
+    if replicas <= 1:
+        return recipe
+    updates = {"batch_size": recipe.batch_size * replicas}
+    for section in ("feature_extraction", "frozen_augment", "finetune", "scratch"):
+        config = getattr(recipe, section)
+        scaled = {"learning_rate": config.learning_rate * replicas}
+        if section == "finetune":
+            scaled["head_learning_rate"] = config.head_learning_rate * replicas
+        updates[section] = config.model_copy(update=scaled)
+    return recipe.model_copy(update=updates)
+
+
+@contextlib.contextmanager
+def scope(strategy):
+    """``strategy.scope()``, or nothing when ``strategy`` is None."""
+    if strategy is None:
+        yield
+    else:
+        with strategy.scope():
+            yield
