@@ -174,13 +174,15 @@ def predict_(source, images, top_k, as_json):
 @click.option("--data", "data_path", help="A folder of class subfolders (default: the run's own test split).")
 @click.option("--tta", type=click.IntRange(1, 12), default=1, show_default=True,
               help="Test-time views averaged: original, flip, 5 crops, 5 flipped crops.")
+@click.option("--tta-flips/--no-tta-flips", default=None,
+              help="Use the flipped views (default: only if the run's recipe flipped training images).")
 @click.option("--out", help="Where to write confusion_matrix.png and evaluation.json (default RUN_DIR).")
 @_friendly
-def evaluate_(run_dir, data_path, tta, out):
+def evaluate_(run_dir, data_path, tta, tta_flips, out):
     """Accuracy, per-class precision and recall and a confusion matrix of RUN_DIR's model."""
     from transferkit.evaluation import evaluate_run
 
-    report = evaluate_run(run_dir, data=data_path, tta=tta, out=out)
+    report = evaluate_run(run_dir, data=data_path, tta=tta, out=out, flips=tta_flips)
     click.echo(f"{report['num_examples']} images, {report['data']}, {tta} view{'s' if tta > 1 else ''}")
     click.echo(f"  accuracy  {report['accuracy']:.4f}   (loss {report['loss']:.4f})")
     width = max(len(name) for name in report["per_class"])

@@ -17,7 +17,7 @@ from transferkit.data.folder import _class_files, _dataset
 from transferkit.data.pipeline import batches
 from transferkit.data.sources import load_data
 from transferkit.errors import TransferkitError
-from transferkit.predict import TTA_VIEWS, KerasPredictor, load
+from transferkit.predict import KerasPredictor, load, view_names
 from transferkit.recipes import load_recipe
 from transferkit.runs import save_figure, write_json
 
@@ -103,8 +103,10 @@ def _recipe_test_split(run_dir, metrics_names, counts):
     return splits.datasets["test"], f"test split of recipe '{recipe.name}' ({recipe.data.source})"
 
 
-def evaluate_run(run_dir, data=None, tta=1, out=None, batch_size=32):
-    """Evaluate the model of ``run_dir`` with ``tta`` test-time views averaged (see :data:`TTA_VIEWS`).
+def evaluate_run(run_dir, data=None, tta=1, out=None, batch_size=32, flips=None):
+    """Evaluate the model of ``run_dir`` with ``tta`` test-time views averaged (see :func:`~transferkit.predict.tta_views`).
+
+    ``flips``: use the flipped views; by default only if the run's recipe flipped images horizontally.
 
     ``data``: a folder of class subfolders (its ``test/`` if it has ``train/`` and ``test/``); default the
     run's own test split, re-loaded from ``recipe.yaml`` (impossible for runs on arrays: a one-line error).
@@ -115,12 +117,13 @@ def evaluate_run(run_dir, data=None, tta=1, out=None, batch_size=32):
         >>> report["accuracy"], report["per_class"]["trouser"]["recall"]
         (0.8867, 0.9667)
     """
-    if not 1 <= tta <= len(TTA_VIEWS):
-        raise TransferkitError(f"--tta takes 1 to {len(TTA_VIEWS)} views; got {tta}")
     run_dir = Path(run_dir)
     predictor = load(run_dir)
     if not isinstance(predictor, KerasPredictor) or not (run_dir / "recipe.yaml").is_file():
         raise TransferkitError(f"{run_dir} is not a run directory (no model.keras and recipe.yaml)")
+    if flips is None:
+        flips = "horizontal" in load_recipe(str(run_dir / "recipe.yaml")).augment.flip
+    views = view_names(tta, flips)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     if data is None:
         dataset, source = _recipe_test_split(run_dir, predictor.class_names, metrics["num_examples"])
@@ -128,12 +131,12 @@ def evaluate_run(run_dir, data=None, tta=1, out=None, batch_size=32):
         dataset, source = _folder_data(data, predictor.class_names)
     probabilities, labels = [], []
     for images, batch_labels in batches(dataset, predictor.image_size, batch_size, predictor.resize):
-        probabilities.append(predictor.predict_resized(images, tta))
+        probabilities.append(predictor.predict_resized(images, tta, flips))
         labels.append(batch_labels.numpy())
     report = classification_report(np.concatenate(labels), np.concatenate(probabilities), predictor.class_names)
     out = Path(out) if out else run_dir
     out.mkdir(parents=True, exist_ok=True)
-    report = {"run_dir": str(run_dir), "data": source, "tta": tta, "views": list(TTA_VIEWS[:tta]), **report,
+    report = {"run_dir": str(run_dir), "data": source, "tta": tta, "views": list(views), **report,
               "files": [str(out / "confusion_matrix.png"), str(out / "evaluation.json")]}
     plot_confusion(report["confusion_matrix"], predictor.class_names, out / "confusion_matrix.png",
                    f"{run_dir.name}\naccuracy {report['accuracy']:.4f}, {tta} view{'s' if tta > 1 else ''}")

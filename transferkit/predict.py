@@ -62,19 +62,32 @@ def _as_list(images):
     return list(images)
 
 
-def tta_views(images, n=1):
+def view_names(n=1, flips=True):
+    """The names of the first ``n`` test-time views; without ``flips``, the flipped ones are left out.
+
+    Example:
+        >>> view_names(3, flips=False)
+        ('original', 'center', 'top_left')
+    """
+    names = TTA_VIEWS if flips else tuple(v for v in TTA_VIEWS if not v.startswith("flip"))
+    if not 1 <= n <= len(names):
+        raise TransferkitError(f"tta takes 1 to {len(names)} views{'' if flips else ' without flips'}; got {n}")
+    return names[:n]
+
+
+def tta_views(images, n=1, flips=True):
     """The first ``n`` test-time views of a batch of resized images (float, N x S x S x 3).
 
     Views, in order (:data:`TTA_VIEWS`): the original, its horizontal flip, then crops of
     :data:`CROP_FRACTION` (87.5 %) of the height and width at the centre and the four corners,
-    resized back to S x S, then the same five crops flipped. Deterministic; at most 12.
+    resized back to S x S, then the same five crops flipped. Deterministic; at most 12, or 6 without
+    ``flips`` (for a model that never saw flipped images in training).
 
     Example:
         >>> [v.shape for v in tta_views(np.zeros((2, 32, 32, 3)), 3)]
         [TensorShape([2, 32, 32, 3]), TensorShape([2, 32, 32, 3]), TensorShape([2, 32, 32, 3])]
     """
-    if not 1 <= n <= len(TTA_VIEWS):
-        raise TransferkitError(f"tta takes 1 to {len(TTA_VIEWS)} views; got {n}")
+    names = view_names(n, flips)
     images = tf.convert_to_tensor(images, tf.float32)
     height, width = images.shape[1], images.shape[2]
     crop_h, crop_w = round(height * CROP_FRACTION), round(width * CROP_FRACTION)
@@ -82,7 +95,7 @@ def tta_views(images, n=1):
                "top_right": (0, width - crop_w), "bottom_left": (height - crop_h, 0),
                "bottom_right": (height - crop_h, width - crop_w)}
     views = []
-    for name in TTA_VIEWS[:n]:
+    for name in names:
         where = name.removeprefix("flip").strip("_")
         view = images
         if where in offsets:
@@ -153,14 +166,14 @@ class KerasPredictor(Predictor):
         return np.concatenate([self.predict_resized(resized[i:i + batch_size])
                                for i in range(0, len(resized), batch_size)])
 
-    def predict_resized(self, images, tta=1):
+    def predict_resized(self, images, tta=1, flips=True):
         """Probabilities for one batch of images already resized to ``image_size``, averaged over ``tta`` views.
 
         Example:
             >>> predictor.predict_resized(batch, tta=6).shape
             (32, 10)
         """
-        views = tta_views(images, tta)
+        views = tta_views(images, tta, flips)
         return np.mean([np.asarray(self.model.predict_on_batch(view)) for view in views], axis=0)
 
 

@@ -44,11 +44,14 @@ def test_compare_writes_a_sorted_table_and_a_self_contained_report_and_reuses_ru
     assert [r["test_accuracy"] for r in second.rows] == accuracies
 
 
-def test_compare_command_prints_json(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "transferkit", "compare", "demo", "--strategies", "scratch",
-                          "--baselines", "lenet5", "--set", "scratch.epochs=1", "--set", "data.per_class=[5,3,3]",
-                          "--out", str(tmp_path), "--json"], capture_output=True, text=True, cwd=tmp_path,
-                         timeout=300)
+def test_compare_command_runs_every_strategy_on_the_demo_offline_and_prints_json(tmp_path):
+    epochs = [f"{name}.epochs=1" for name in ("scratch", "feature_extraction", "frozen_augment", "finetune")]
+    sets = [arg for setting in epochs + ["finetune.head_epochs=1", "data.per_class=[3,2,2]", "image_size=32"]
+            for arg in ("--set", setting)]
+    out = subprocess.run([sys.executable, "-m", "transferkit", "compare", "demo", *sets, "--out", str(tmp_path),
+                          "--json"], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
-    assert len(rows) == 1 and rows[0]["run"] == "scratch lenet5" and 0 <= rows[0]["test_accuracy"] <= 1
+    assert sorted(row["run"] for row in rows) == ["feature_extraction vgg16", "finetune vgg16",
+                                                  "frozen_augment vgg16", "scratch small_convnet"]
+    assert all(0 <= row["test_accuracy"] <= 1 for row in rows)

@@ -238,6 +238,11 @@ def test_tta_views_are_a_fixed_list_of_flips_and_crops():
     for n in (0, 13):
         with pytest.raises(TransferkitError, match="1 to 12 views"):
             tta_views(ramp, n)
+    unflipped = [v.numpy() for v in tta_views(ramp, 6, flips=False)]
+    np.testing.assert_array_equal(unflipped[1], center)  # no flipped view for a model trained without flips
+    assert all(v[0, 0, -1, 0] > v[0, 0, 0, 0] for v in unflipped)
+    with pytest.raises(TransferkitError, match="1 to 6 views without flips"):
+        tta_views(ramp, 7, flips=False)
 
 
 def test_classification_report_counts_by_hand():
@@ -272,7 +277,7 @@ def test_evaluate_a_folder_with_and_without_test_time_augmentation(trained, stri
     assert (tmp_path / "plain" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((tmp_path / "plain" / "evaluation.json").read_text())["accuracy"] == plain["accuracy"]
 
-    flipped = evaluate_run(trained.run_dir, data=folder, tta=2, out=tmp_path / "tta")
+    flipped = evaluate_run(trained.run_dir, data=folder, tta=2, out=tmp_path / "tta", flips=True)
     predictor = load(trained.run_dir)
     resized = np.stack([resize(image, SIZE, "squash").numpy() for image in x])
     both = (in_memory(trained, resized) + in_memory(trained, resized[:, :, ::-1])) / 2
