@@ -145,27 +145,50 @@ def peer_compile(model, learning_rate):
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
 
 
-def run_peer(root, size, batch_size, seed, epochs, fine_epochs, num_classes, rotation):
-    """Stage 1 (frozen base) then fine-tuning block5, like the tutorial; returns throughput and accuracies."""
+class Peer:
+    """The tutorial's model, trained one epoch at a time so its epochs interleave with transferkit's:
+    stage 1 with the base frozen, then block5 unfrozen at a 100x lower learning rate."""
+
+    def __init__(self, root, size, batch_size, seed, num_classes, rotation):
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        self.train, self.val, self.test = peer_datasets(root, size, batch_size, seed)
+        self.model, self.base = peer_model(size, num_classes, rotation)
+        peer_compile(self.model, 1e-3)
+        self.seconds, self.epoch, self.stage = {"frozen": [], "finetune": []}, 0, "frozen"
+        self.accuracy = {}
+
+    def one_epoch(self):
+        timer = EpochTimer()
+        self.model.fit(self.train, validation_data=self.val, initial_epoch=self.epoch, epochs=self.epoch + 1,
+                       verbose=0, callbacks=[timer])
+        self.epoch += 1
+        self.seconds[self.stage] += timer.seconds
+
+    def start_finetune(self):
+        self.accuracy["frozen"] = float(self.model.evaluate(self.test, verbose=0)[1])
+        self.base.trainable = True
+        fine_tune_at = [layer.name for layer in self.base.layers].index("block5_conv1")
+        for layer in self.base.layers[:fine_tune_at]:
+            layer.trainable = False
+        peer_compile(self.model, 1e-5)
+        self.stage = "finetune"
+
+    def finish(self):
+        self.accuracy["finetune"] = float(self.model.evaluate(self.test, verbose=0)[1])
+
+
+def interleaved(step, from_epoch=0):
+    """A callback that runs ``step()`` (one peer epoch) after each of transferkit's epochs from ``from_epoch``."""
     import keras
 
-    keras.utils.set_random_seed(seed)
-    train, val, test = peer_datasets(root, size, batch_size, seed)
-    model, base = peer_model(size, num_classes, rotation)
-    peer_compile(model, 1e-3)
-    timer = EpochTimer()
-    model.fit(train, validation_data=val, epochs=epochs, verbose=0, callbacks=[timer])
-    frozen_accuracy = model.evaluate(test, verbose=0)[1]
-    base.trainable = True
-    fine_tune_at = [layer.name for layer in base.layers].index("block5_conv1")
-    for layer in base.layers[:fine_tune_at]:
-        layer.trainable = False
-    peer_compile(model, 1e-5)
-    fine_timer = EpochTimer()
-    model.fit(train, validation_data=val, epochs=epochs + fine_epochs, initial_epoch=epochs, verbose=0,
-              callbacks=[fine_timer])
-    return {"frozen_epoch_s": timer.seconds, "finetune_epoch_s": fine_timer.seconds,
-            "frozen_test_accuracy": frozen_accuracy, "finetune_test_accuracy": model.evaluate(test, verbose=0)[1]}
+    class _Interleave(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch >= from_epoch:
+                step()
+
+    return _Interleave()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -190,7 +213,7 @@ def recipe_for(root, size, batch_size, epochs, fine_epochs, rotation_degrees):
     })
 
 
-def run_ours(recipe, splits, strategy, **kwargs):
+def run_ours(recipe, splits, strategy, callbacks=(), **kwargs):
     """One strategy through the Context API with an epoch timer; returns (timer, test accuracy, trained)."""
     import keras
     import numpy as np
@@ -201,7 +224,8 @@ def run_ours(recipe, splits, strategy, **kwargs):
 
     keras.utils.set_random_seed(recipe.seed)
     timer = EpochTimer()
-    ctx = Context(recipe.model_copy(update={"strategy": strategy}), splits, verbose=0, callbacks=[timer])
+    ctx = Context(recipe.model_copy(update={"strategy": strategy}), splits, verbose=0,
+                  callbacks=[timer, *callbacks])
     with precision(resolve_precision(recipe.mixed_precision)):
         trained = STRATEGIES[strategy](ctx, **kwargs)
     model = float32_model(trained.model)
@@ -403,7 +427,7 @@ def main():
     quick = args.quick
     size = args.size or 32
     batch, seed = 32, 42
-    epochs, fine_epochs = (2, 2) if quick else (5, 3)
+    epochs, fine_epochs = (3, 3) if quick else (5, 4)
     rotation = 0.05  # the tutorial's RandomRotation factor (fraction of a turn); 0.05 = 18 degrees
     reps = 2 if quick else 3
     began = time.perf_counter()
@@ -430,13 +454,25 @@ def main():
             log("(2) feature cache ...")
             results["feature_cache"] = figure_cache(recipe, splits)
             log("(3, 4) training: peer and strategies ...")
-            peer = run_peer(root, size, batch, seed, epochs, fine_epochs, len(class_names), rotation)
+            # the peer's epochs run interleaved with transferkit's: one of theirs after each of ours
+            peer = Peer(root, size, batch, seed, len(class_names), rotation)
             ours = {}
             for strategy in ("frozen_augment", "finetune", "feature_extraction", "scratch"):
-                timer, accuracy, trained = run_ours(recipe, splits, strategy)
+                if strategy == "frozen_augment":
+                    more = [interleaved(peer.one_epoch)]
+                elif strategy == "finetune":
+                    peer.start_finetune()
+                    more = [interleaved(peer.one_epoch, from_epoch=epochs)]
+                else:
+                    more = []
+                timer, accuracy, trained = run_ours(recipe, splits, strategy, callbacks=more)
                 ours[strategy] = {"epoch_s": timer.seconds, "test_accuracy": accuracy,
                                   "stages": [row["stage"] for row in trained.history]}
                 log(f"    {strategy}: test accuracy {accuracy:.3f}")
+            peer.finish()
+            peer = {"frozen_epoch_s": peer.seconds["frozen"], "finetune_epoch_s": peer.seconds["finetune"],
+                    "frozen_test_accuracy": peer.accuracy["frozen"],
+                    "finetune_test_accuracy": peer.accuracy["finetune"]}
             n = splits.counts["train"]
             fa_rate = n / steady(ours["frozen_augment"]["epoch_s"][:epochs])
             peer_rate = n / steady(peer["frozen_epoch_s"])

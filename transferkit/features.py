@@ -142,7 +142,7 @@ def cached_extract(key, predict, batched):
     try:
         features, labels = _Stream(work, "features"), _Stream(work, "labels")
         for images, batch_labels in batched:
-            features.write(np.asarray(predict(images)))
+            features.write(np.asarray(predict(images), dtype=np.float32))  # bfloat16 has no .npy type
             labels.write(np.asarray(batch_labels))
         tmp = work / "entry.npz"
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:

@@ -20,6 +20,7 @@ from PIL import Image
 
 import transferkit.baselines  # noqa: F401  (registers LocalResponseNormalization for loading)
 import transferkit.layers  # noqa: F401  (registers Preprocess for loading)
+from transferkit.data.images import check_bytes, pil_rgb
 from transferkit.data.pipeline import resize
 from transferkit.data.sources import _rgb
 from transferkit.errors import TransferkitError
@@ -43,11 +44,14 @@ def read_image(image):
     if isinstance(image, (str, Path)):
         try:
             data = Path(image).read_bytes()
-            return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()
         except OSError as err:
             raise TransferkitError(f"cannot read {image}: {err.strerror or err}") from err
-        except tf.errors.InvalidArgumentError as err:
-            raise TransferkitError(f"cannot read {image}: not a JPEG, PNG, BMP or GIF image") from err
+        checked = check_bytes(data, str(image))  # the training pipeline's own check and decoder choice
+        if checked.error:
+            raise TransferkitError(f"cannot read {image}: {checked.error}")
+        if checked.via_pil:
+            return pil_rgb(str(image))
+        return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()  # as decode_file does
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
     array = np.asarray(image)

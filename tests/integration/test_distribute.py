@@ -53,11 +53,11 @@ def _report(process, timeout=300):
 
 
 def test_mirrored_on_two_logical_cpus(tmp_path):
-    runs = [["finetune", ["finetune.augment=false", "finetune.head_epochs=6", "finetune.epochs=1"]],
+    runs = [["finetune", ["finetune.augment=false", "finetune.head_epochs=4", "finetune.epochs=1"]],
             ["frozen_augment", ["augment.rotation=0", "augment.shear=0", "augment.zoom=0", "augment.width_shift=0",
-                                "augment.height_shift=0", "augment.flip=horizontal", "frozen_augment.epochs=6"]]]
+                                "augment.height_shift=0", "augment.flip=horizontal", "frozen_augment.epochs=4"]]]
     report = _report(_run(tmp_path, "mirrored", runs))
     for row in report:
         assert row["replicas"] == 2 and row["global_batch_size"] == 16, row
-        assert row["test_accuracy"] >= 0.8 and row["reload_same"], row
+        assert row["test_accuracy"] >= 0.75 and row["reload_same"], row
     assert report[0]["boundary_cache"] == "block4_pool"

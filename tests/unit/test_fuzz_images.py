@@ -71,3 +71,14 @@ def test_mutated_images_are_decoded_or_refused(scratch_dir, data):
 @given(st.binary(max_size=300))
 def test_random_bytes_are_refused_cleanly(scratch_dir, data):
     _agree(scratch_dir, data)
+
+
+def test_a_decompression_bomb_is_refused_not_decoded(tmp_path):
+    """Found by the fuzzer: a GIF whose header claims 40,000 x 40,000 pixels."""
+    data = bytearray(SEEDS[3])
+    at = data.index(b"\x2c\x00\x00\x00\x00")  # the image descriptor: left, top, width, height
+    data[at + 5:at + 9] = (40000).to_bytes(2, "little") * 2
+    assert check_bytes(bytes(data), "bomb.gif").error.startswith("too large to decode safely")
+    (tmp_path / "bomb.gif").write_bytes(bytes(data))
+    with pytest.raises(TransferkitError, match="bomb.gif: too large"):
+        read_image(tmp_path / "bomb.gif")

@@ -84,6 +84,8 @@ def check_bytes(data, path=""):
                 image.load()
     except UnidentifiedImageError:
         return ImageCheck(path, digest, "not an image (unrecognised format)")
+    except Image.DecompressionBombError as err:
+        return ImageCheck(path, digest, f"too large to decode safely ({err})".split(", could be")[0] + ")")
     except (OSError, ValueError, SyntaxError) as err:
         return ImageCheck(path, digest, f"corrupt or truncated image ({err})")
     if not via_pil:

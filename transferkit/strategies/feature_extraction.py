@@ -11,6 +11,9 @@ def feature_key(ctx, split, boundary=None):
     recipe = ctx.recipe
     parts = dict(backbone=recipe.backbone, weights=weights_id(recipe.weights), image_size=recipe.image_size,
                  base_blocks=recipe.base_blocks, resize=recipe.data.resize, data=ctx.splits.fingerprint, split=split)
+    policy = keras.config.dtype_policy().name  # features computed under a mixed policy differ slightly
+    if policy != "float32":
+        parts["dtype_policy"] = policy
     return cache_key(**parts, **({"boundary": boundary} if boundary else {}))
 
 
