@@ -79,26 +79,6 @@ def _hit(path):
     return None
 
 
-def cached_features(key, compute):
-    """Return ``(features, labels)`` for ``key``: from the cache, or from ``compute()``, then cached.
-
-    Returns also whether the cache was hit. Files are written atomically (temporary file, then rename).
-
-    Example:
-        >>> (x, y), hit = cached_features(key, lambda: extract(extractor, dataset))
-    """
-    path = _entry(key)
-    found = _hit(path)
-    if found is not None:
-        return found, True
-    features, labels = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-    np.savez(tmp, features=features, labels=labels)
-    os.replace(tmp, path)
-    return load_entry(path), False
-
-
 class _Stream:
     """Appends batches of one array to a raw file, then writes it into a ``.npz`` member without loading it."""
 
@@ -212,16 +192,3 @@ def predictor(model):
 
     call = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
     return lambda images: call(images)
-
-
-def extract(extractor, batched):
-    """Run ``extractor`` over a batched ``(images, labels)`` dataset; returns ``(features, labels)`` in memory.
-
-    Example:
-        >>> features, labels = extract(extractor, batches(splits.datasets["val"], 150, 32))
-    """
-    features, labels = [], []
-    for images, batch_labels in batched:
-        features.append(np.asarray(extractor.predict_on_batch(images)))
-        labels.append(np.asarray(batch_labels))
-    return np.concatenate(features), np.concatenate(labels)

@@ -44,9 +44,9 @@ def feature_extraction(ctx):
     ctx.model = model
     inputs = keras.Input(model.input.shape[1:])
     extractor = keras.Model(inputs, base(model.get_layer("preprocess")(inputs), training=False))
-    data, hits = {}, 0
+    data, hits, predict = {}, 0, predictor(extractor)  # one traced function for every split
     for split in ("train", "val"):
-        (features, labels), hit = extract_split(ctx, predictor(extractor), split)
+        (features, labels), hit = extract_split(ctx, predict, split)
         data[split] = feature_batches(ctx, features, labels, split)
         hits += hit
     compile_model(head, config.learning_rate, jit_compile=recipe.jit_compile)

@@ -61,15 +61,15 @@ def _on_cached_activations(ctx, model, base, head, boundary):
     bottom = keras.Model(base.input, boundary_tensor, name=f"{base.name}_bottom")
     extractor = keras.Model(inputs, bottom(model.get_layer("preprocess")(inputs), training=False))
     hits, stage1, stage2 = 0, {}, {}
+    predict_bottom, predict_top = predictor(extractor), upper and predictor(upper)  # traced once, every split
     for split in ("train", "val"):
-        (activations, labels), hit = extract_split(ctx, predictor(extractor), split,
-                                                   None if at_output else boundary)
+        (activations, labels), hit = extract_split(ctx, predict_bottom, split, None if at_output else boundary)
         hits += hit
         if at_output:
             outputs = activations
         else:  # the base's outputs from the boundary activations: only the top blocks run
             in_order = gather(indexed_batches(None, labels, recipe.batch_size), activations, labels)
-            (outputs, _), hit = cached_extract(feature_key(ctx, split), predictor(upper), in_order)
+            (outputs, _), hit = cached_extract(feature_key(ctx, split), predict_top, in_order)
             hits += hit
         # one index dataset per split for both stages, so the per-epoch reshuffling continues across stages
         index = indexed_batches(None, labels, recipe.batch_size, recipe.seed if split == "train" else None)
