@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transferkit.data.folder import _class_files, _dataset
+from transferkit.data.folder import class_files, files_dataset
 from transferkit.data.pipeline import batches
 from transferkit.data.sources import load_data
 from transferkit.errors import TransferkitError
@@ -77,7 +77,7 @@ def _folder_data(folder, class_names):
         raise TransferkitError(f"data folder not found: {root}")
     if (root / "train").is_dir() and (root / "test").is_dir():
         root = root / "test"
-    files = _class_files(root)
+    files = class_files(root)
     unknown = sorted(set(files) - set(class_names))
     if unknown:
         raise TransferkitError(f"{root} has class folders the model does not know: {', '.join(unknown)} "
@@ -85,7 +85,7 @@ def _folder_data(folder, class_names):
     pairs = [(path, class_names.index(name)) for name, paths in files.items() for path in paths]
     if not pairs:
         raise TransferkitError(f"no images in class subfolders of {root}")
-    return _dataset(pairs), f"folder {root}"
+    return files_dataset(pairs), f"folder {root}"
 
 
 def _recipe_test_split(run_dir, metrics_names, counts):

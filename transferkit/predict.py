@@ -22,7 +22,7 @@ import transferkit.baselines  # noqa: F401  (registers LocalResponseNormalizatio
 import transferkit.layers  # noqa: F401  (registers Preprocess for loading)
 from transferkit.data.images import check_bytes, pil_rgb
 from transferkit.data.pipeline import resize
-from transferkit.data.sources import _rgb
+from transferkit.data.sources import rgb_uint8
 from transferkit.errors import TransferkitError
 from transferkit.recipes import load_recipe
 
@@ -57,7 +57,7 @@ def read_image(image):
     array = np.asarray(image)
     if array.ndim not in (2, 3):
         raise TransferkitError(f"an image array must be (H, W) or (H, W, channels); got shape {array.shape}")
-    return _rgb(array[np.newaxis])[0]
+    return rgb_uint8(array[np.newaxis])[0]
 
 
 def _as_list(images):

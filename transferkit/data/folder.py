@@ -18,7 +18,13 @@ from transferkit.errors import TransferkitError
 _SPLIT_ALIASES = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
 
 
-def _class_files(folder):
+def class_files(folder):
+    """``{class name: sorted image paths}`` for the class subfolders of ``folder``.
+
+    Example:
+        >>> sorted(class_files(Path("photos")))
+        ['cat', 'dog']
+    """
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     return {c: sorted(str(f) for f in (folder / c).rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
             for c in classes}
@@ -72,7 +78,7 @@ def list_folder(config, seed):
         raise TransferkitError(f"data folder not found: {root}")
     split_dirs = _split_dirs(root)
     if split_dirs:
-        by_split = {s: _class_files(d) if d else {} for s, d in split_dirs.items()}
+        by_split = {s: class_files(d) if d else {} for s, d in split_dirs.items()}
         class_names = sorted(by_split["train"])
         for split, classes in by_split.items():
             if classes and sorted(classes) != class_names:
@@ -81,7 +87,7 @@ def list_folder(config, seed):
             raise TransferkitError(f"{root} has train/ but not both val/ and test/ folders")
         pairs = {s: [(f, i) for i, c in enumerate(class_names) for f in by_split[s][c]] for s in SPLIT_NAMES}
     else:
-        files = _class_files(root)
+        files = class_files(root)
         class_names = sorted(files)
         empty = [c for c, f in files.items() if not f]
         if empty:
@@ -93,7 +99,7 @@ def list_folder(config, seed):
     return FolderListing(root, tuple(class_names), pairs)
 
 
-def _dataset(pairs, checks=None):
+def files_dataset(pairs, checks=None):
     """Unbatched ``(uint8 image, label)`` pairs from ``(path, label)`` files that passed ``checks``
     (a list of :class:`~transferkit.data.images.ImageCheck`, in ``pairs`` order; checked here if None)."""
     if checks is None:
@@ -155,6 +161,6 @@ def folder_source(config, seed):
     counts = {s: len(pairs[s]) for s in SPLIT_NAMES}
     num_classes = len(listing.class_names)
     check_classes(counts, listing.class_names, 0)
-    datasets = {s: _dataset(pairs[s], [checks[p] for p, _ in pairs[s]]) for s in SPLIT_NAMES}
+    datasets = {s: files_dataset(pairs[s], [checks[p] for p, _ in pairs[s]]) for s in SPLIT_NAMES}
     per_class = {s: label_counts([label for _, label in pairs[s]], num_classes) for s in SPLIT_NAMES}
     return Splits(datasets, counts, listing.class_names, _fingerprint(pairs, checks, listing.root), per_class)

@@ -48,7 +48,13 @@ class Splits:
         return len(self.class_names)
 
 
-def _rgb(images):
+def rgb_uint8(images):
+    """Images (N, H, W) or (N, H, W, 1|3|4), uint8 or float (0-1 or 0-255), as RGB uint8 (N, H, W, 3).
+
+    Example:
+        >>> rgb_uint8(np.zeros((2, 28, 28), np.float32)).shape
+        (2, 28, 28, 3)
+    """
     images = np.asarray(images)
     if images.ndim == 3:
         images = images[..., np.newaxis]
@@ -80,7 +86,7 @@ def from_arrays(arrays, class_names=None):
     datasets, counts, labels_by_split = {}, {}, {}
     for name in SPLIT_NAMES:
         images, labels = arrays[name]
-        images, labels = _rgb(images), np.asarray(labels).astype(np.int32).reshape(-1)
+        images, labels = rgb_uint8(images), np.asarray(labels).astype(np.int32).reshape(-1)
         if len(images) != len(labels):
             raise TransferkitError(f"{name}: {len(images)} images but {len(labels)} labels")
         digest.update(images.tobytes())
