@@ -15,7 +15,7 @@ from transferkit.evaluation import classification_report, plot_confusion
 from transferkit.runs import (PeakMemory, RunTracker, history_csv, new_run_dir, plot_history, run_key, save_model,
                               write_atomic, write_json)
 from transferkit.strategies import STRATEGIES, Context
-from transferkit.strategies.common import NonFiniteLoss
+from transferkit.strategies.common import NonFiniteLoss, interruptible
 from transferkit.weights import weights_id
 
 
@@ -156,7 +156,8 @@ def run_resolved(recipe, splits, out="runs", verbose=2, run_dir=None):
         strategy = distribution(recipe.distribute)
         replicas = strategy.num_replicas_in_sync if strategy is not None else 1
         ctx.recipe = scaled_for_replicas(recipe, replicas)
-        with PeakMemory() as memory, precision(resolve_precision(recipe.mixed_precision)), scope(strategy):
+        with PeakMemory() as memory, precision(resolve_precision(recipe.mixed_precision)), scope(strategy), \
+                interruptible():
             trained = STRATEGIES[recipe.strategy](ctx)
         trained.model = ctx.model = float32_model(trained.model, rebuild=strategy is not None)
         if strategy is not None:

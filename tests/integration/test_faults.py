@@ -1,6 +1,7 @@
 """Faults a real run meets: kill -9, Ctrl-C, a loss that blows up. Nothing done before them is lost."""
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,8 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import transferkit
 import transferkit.layers  # noqa: F401  (registers the layers saved models use)
 from conftest import stripe_images
+from transferkit.data.sources import from_arrays
+from transferkit.strategies import Context
+from transferkit.strategies.common import fit_stage, interruptible
 
 TINY = ["--set", "head.units=16", "--set", "batch_size=16", "--set", "finetune.augment=false", "--set", "image_size=32",
         "--quiet"]
@@ -87,6 +92,30 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, photos):
     assert f"transferkit run --resume {run_dir}" in stderr and "Traceback" not in stderr
     assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
     assert (run_dir / "backup" / "head").is_dir()
+
+
+def test_an_interrupt_python_drops_still_stops_training(stripes):
+    class Finalizer:  # Ctrl-C landing in a finalizer: Python prints "Exception ignored" and goes on
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    class Batches(keras.callbacks.Callback):
+        count = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.count += 1
+
+    images, labels = stripes["train"]
+    model = keras.Sequential([keras.Input(images.shape[1:]), keras.layers.Flatten(), keras.layers.Dense(2)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    counter = Batches()
+    ctx = Context(transferkit.load_recipe("demo"), from_arrays(stripes, ["h", "v"]), verbose=0, callbacks=[counter])
+    with interruptible():
+        Finalizer()
+        with pytest.raises(KeyboardInterrupt):
+            fit_stage(ctx, model, "head", (images.astype("float32"), labels), None, epochs=50, batch_size=8)
+    assert counter.count == 1  # stopped at the first batch end
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
 
 
 def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_weights(tmp_path, photos):

@@ -4,7 +4,6 @@ import json
 
 import keras
 import numpy as np
-import pytest
 
 import transferkit
 from transferkit.features import cache_dir

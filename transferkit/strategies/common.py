@@ -1,5 +1,8 @@
 """What every strategy shares: the run context, compiling, fitting stage by stage, the frozen classifier."""
+import contextlib
 import math
+import signal
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Optional
@@ -117,6 +120,48 @@ class _NanGuard(keras.callbacks.Callback):
             self.model.set_weights(self.good)
 
 
+_interrupted = threading.Event()
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Inside the block, Ctrl-C raises ``KeyboardInterrupt`` as usual and is also remembered, so that an
+    interrupt Python drops (one raised inside a finalizer, where exceptions are only printed) still stops
+    training at the next batch (:class:`_StopOnInterrupt`). Left as it is outside the main thread or when
+    the program has its own SIGINT handler.
+
+    Example:
+        >>> with interruptible():
+        ...     trained = STRATEGIES["finetune"](ctx)
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+
+    def handler(signum, frame):
+        _interrupted.set()
+        raise KeyboardInterrupt
+
+    _interrupted.clear()
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _interrupted.clear()
+
+
+class _StopOnInterrupt(keras.callbacks.Callback):
+    """Raise ``KeyboardInterrupt`` at the first batch end after a Ctrl-C that did not stop training itself."""
+
+    def _check(self, *args, **kwargs):
+        if _interrupted.is_set():
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_end = _check
+
+
 def fit_stage(ctx, model, stage, train, val, epochs, start_epoch=0, class_weight=None, **fit_kwargs):
     """``model.fit`` for one named stage; returns history rows ``{epoch, stage, loss, accuracy, ...}``.
 
@@ -131,7 +176,9 @@ def fit_stage(ctx, model, stage, train, val, epochs, start_epoch=0, class_weight
     x, y = train if isinstance(train, tuple) else (train, None)
     fit_kwargs.setdefault("shuffle", y is not None)  # datasets come shuffled from the pipeline
     guard = _NanGuard()
-    callbacks = [guard, *ctx.callbacks, *(checkpoint_callbacks(ctx.tracker, stage) if ctx.tracker else [])]
+    # the interrupt check runs last, so an epoch that ended is checkpointed before it stops the run
+    callbacks = [guard, *ctx.callbacks, *(checkpoint_callbacks(ctx.tracker, stage) if ctx.tracker else []),
+                 _StopOnInterrupt()]
     # BackupAndRestore restores a resumed stage through model._initial_epoch, which Keras never clears:
     # left over from the previous stage it would make this one start at the wrong epoch.
     model._initial_epoch = None
