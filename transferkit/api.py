@@ -16,6 +16,8 @@ from transferkit.runs import (PeakMemory, RunTracker, history_csv, new_run_dir, 
                               write_atomic, write_json)
 from transferkit.strategies import STRATEGIES, Context
 from transferkit.strategies.common import NonFiniteLoss, interruptible
+from transferkit.strategies.runtime import (distribution, float32_model, precision, resolve_precision,
+                                            scaled_for_replicas, scope)
 from transferkit.weights import weights_id
 
 
@@ -126,6 +128,7 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
         STRATEGIES.get_or_raise(recipe.strategy)
         if epochs is not None:
             recipe = load_recipe(recipe, [f"{recipe.strategy}.epochs={epochs}"])
+    distribution(recipe.distribute)  # made before any TensorFlow op runs (multiworker needs it); then reused
     splits, recipe = resolve_data(data, recipe, class_names)
     return run_resolved(recipe, splits, out=out, verbose=verbose, run_dir=run_dir if resume is not None else None)
 
@@ -146,8 +149,6 @@ def run_resolved(recipe, splits, out="runs", verbose=2, run_dir=None):
         raise TransferkitError(f"the data differs from the data {run_dir} started with; start a new run instead")
     tracker.set_status("running", data=splits.fingerprint, key=run_key(recipe, splits))
     ctx = Context(recipe, splits, verbose=verbose, tracker=tracker)
-    from transferkit.strategies.runtime import (distribution, float32_model, precision, resolve_precision,
-                                                scaled_for_replicas, scope)
 
     try:
         # models are built and compiled under the tf.distribute strategy's scope; batch_size is per replica and

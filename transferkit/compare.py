@@ -16,6 +16,7 @@ from transferkit.evaluation import plot_confusion
 from transferkit.recipes import load_recipe
 from transferkit.runs import find_completed, read_history, run_key, save_figure, write_atomic
 from transferkit.strategies import STRATEGIES
+from transferkit.strategies.runtime import distribution
 from transferkit.weights import check_source
 
 DEFAULT_STRATEGIES = ("scratch", "feature_extraction", "frozen_augment", "finetune")
@@ -93,6 +94,7 @@ def compare(recipe="demo", strategies=None, backbones=None, baselines=None, out=
         >>> comparison.rows[0]["run"], comparison.report_dir
     """
     base = load_recipe(recipe, overrides)
+    distribution(base.distribute)  # made before any TensorFlow op runs (multiworker needs it); then reused
     splits, base = resolve_data(data, base, class_names)  # one load: identical splits for every run
     variants = plan(base, strategies, backbones, baselines)
     rows = []

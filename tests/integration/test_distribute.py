@@ -1,11 +1,16 @@
-"""tf.distribute on a CPU split into two logical devices (in a subprocess: devices are configured before TF starts)."""
+"""tf.distribute in subprocesses (devices are configured before TF starts): MirroredStrategy on a CPU split into
+two logical devices, and MultiWorkerMirroredStrategy with two worker processes talking over loopback."""
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+import keras
+import numpy as np
+
+import transferkit.layers  # noqa: F401  (registers the layers that model.keras holds)
 
 TESTS = Path(__file__).resolve().parents[1]
 
@@ -34,15 +39,16 @@ for strategy, more in json.loads(sys.argv[3]):
     images = data["test"][0][:8].astype("float32")
     same = np.allclose(reloaded.predict(images, verbose=0), result.model.predict(images, verbose=0), atol=1e-5)
     report.append({k: result.metrics.get(k) for k in ("strategy", "test_accuracy", "replicas", "global_batch_size",
-                                                      "boundary_cache")} | {"reload_same": bool(same)})
+                                                      "boundary_cache")} | {"reload_same": bool(same),
+                                                                            "run_dir": str(result.run_dir)})
 print("REPORT " + json.dumps(report))
 """
 
 
-def _run(tmp_path, setting, runs, env_extra=None, timeout=300):
-    env = {**os.environ, "TRANSFERKIT_CACHE": str(tmp_path / "cache"), "TRANSFERKIT_OFFLINE": "1",
+def _run(folder, setting, runs, env_extra=None):
+    env = {**os.environ, "TRANSFERKIT_CACHE": str(folder / "cache"), "TRANSFERKIT_OFFLINE": "1",
            "TF_CPP_MIN_LOG_LEVEL": "2", **(env_extra or {})}
-    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "runs"), setting, json.dumps(runs),
+    return subprocess.Popen([sys.executable, "-c", SCRIPT, str(folder / "runs"), setting, json.dumps(runs),
                              str(TESTS)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -50,6 +56,16 @@ def _report(process, timeout=300):
     out, err = process.communicate(timeout=timeout)
     assert process.returncode == 0, err[-3000:]
     return json.loads(next(line for line in out.splitlines() if line.startswith("REPORT "))[7:])
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 def test_mirrored_on_two_logical_cpus(tmp_path):
@@ -61,3 +77,25 @@ def test_mirrored_on_two_logical_cpus(tmp_path):
         assert row["replicas"] == 2 and row["global_batch_size"] == 16, row
         assert row["test_accuracy"] >= 0.75 and row["reload_same"], row
     assert report[0]["boundary_cache"] == "block4_pool"
+
+
+def test_multiworker_with_two_worker_processes(tmp_path):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    runs = [["finetune", ["finetune.augment=false", "finetune.head_epochs=4", "finetune.epochs=1"]]]
+    processes = [_run(tmp_path / f"worker{index}", "multiworker", runs, {"TF_CONFIG": json.dumps(
+        {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})}) for index in range(2)]
+    try:
+        reports = [_report(process, timeout=240)[0] for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    for row in reports:
+        assert row["replicas"] == 2 and row["global_batch_size"] == 16, row
+        assert row["reload_same"] and row["boundary_cache"] == "block4_pool", row
+    assert reports[0]["test_accuracy"] >= 0.75, reports[0]
+    # the workers all-reduced their gradients, so every trained weight is the same on both
+    models = [keras.models.load_model(Path(row["run_dir"]) / "model.keras", safe_mode=True) for row in reports]
+    trained = [[w for w in m.trainable_weights if "block5" in w.path or "head" in w.path] for m in models]
+    assert len(trained[0]) > 4
+    for a, b in zip(*trained):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6, err_msg=a.path)

@@ -6,9 +6,12 @@ a run returns and saves is rebuilt in float32 with the trained weights, so it lo
 in any environment.
 """
 import contextlib
+import functools
 from pathlib import Path
 
 import keras
+
+from transferkit.errors import TransferkitError
 
 POLICIES = ("none", "auto", "mixed_float16", "mixed_bfloat16")
 
@@ -97,12 +100,19 @@ def float32_model(model, rebuild=False):
 DISTRIBUTIONS = ("none", "mirrored", "multiworker")
 
 
+@functools.cache
 def distribution(setting):
     """The ``tf.distribute`` strategy for a recipe's ``distribute``, or None (one device, no strategy).
 
     ``mirrored``: ``MirroredStrategy`` over every local GPU, or over the logical CPU devices when there is no
     GPU (one CPU unless the process split it with ``tf.config.set_logical_device_configuration``).
     ``multiworker``: ``MultiWorkerMirroredStrategy``; the cluster and this worker's role come from ``TF_CONFIG``.
+    It configures collective ops, which TensorFlow allows only before it has run anything, so a strategy is
+    made once per process and reused, and :func:`transferkit.run` makes it before loading any data.
+
+    Example:
+        >>> distribution("none") is None
+        True
     """
     if setting in (None, "none"):
         return None
@@ -112,9 +122,16 @@ def distribution(setting):
         devices = [d.name for d in tf.config.list_logical_devices("GPU")]
         devices = devices or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices)
-    if setting == "multiworker":
+    if setting != "multiworker":
+        raise ValueError(f"unknown distribute setting {setting!r}; one of {DISTRIBUTIONS}")
+    try:
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"unknown distribute setting {setting!r}; one of {DISTRIBUTIONS}")
+    except RuntimeError as err:
+        if "startup" not in str(err):
+            raise
+        raise TransferkitError("distribute=multiworker must be set up before TensorFlow runs anything in the "
+                               "process: start it in a fresh process (transferkit run ... --distribute multiworker, "
+                               "or transferkit.run() first thing in a script)") from None
 
 
 def scaled_for_replicas(recipe, replicas):
@@ -135,9 +152,47 @@ def scaled_for_replicas(recipe, replicas):
 
 @contextlib.contextmanager
 def scope(strategy):
-    """``strategy.scope()``, or nothing when ``strategy`` is None."""
+    """``strategy.scope()``, or nothing when ``strategy`` is None; with ``MultiWorkerMirroredStrategy``, also
+    the two fixes Keras needs to ``fit`` under it (:func:`_keras_multiworker_fixes`)."""
     if strategy is None:
         yield
-    else:
-        with strategy.scope():
-            yield
+        return
+    import tensorflow as tf
+
+    fixes = _keras_multiworker_fixes if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) \
+        else contextlib.nullcontext
+    with strategy.scope(), fixes():
+        yield
+
+
+@contextlib.contextmanager
+def _keras_multiworker_fixes():
+    """Keras 3 (3.15 included) cannot ``fit`` under ``MultiWorkerMirroredStrategy`` with several workers
+    (keras-team/keras#20585). Two of its steps take a cross-worker mean the strategy refuses: before the first
+    step it builds the model from the mean of the first batch, which the strategy cannot take of an
+    ``(images, labels)`` tuple (this worker's part of the batch has the shapes and dtypes the build needs), and
+    after each step it averages the scalar losses and metrics along an axis 0 they do not have (their mean over
+    the replicas is what it wants). Both are replaced inside the block, then put back."""
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer
+
+    def symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                local = self.distribute_strategy.experimental_local_results
+                data_batch = tree.map_structure(lambda value: local(value)[0], next(batches))
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
+            return tree.map_structure(lambda value: strategy.reduce("MEAN", value, axis=None), values)
+        return keras_reduce(values, strategy, reduction)
+
+    keras_build, keras_reduce = trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica
+    trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica = symbolic_build, reduce_per_replica
+    try:
+        yield
+    finally:
+        trainer.TensorFlowTrainer._maybe_symbolic_build, trainer.reduce_per_replica = keras_build, keras_reduce
