@@ -196,3 +196,16 @@ def test_preview_tiles_differ_from_the_originals_and_the_png_is_written(tmp_path
         assert all(np.abs(c.astype(int) - o.astype(int)).mean() > 2 for c, o in zip(copy, originals))
     path = save_grid(originals, augmented, tmp_path / "out" / "grid.png", "demo")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_augmentation_runs_in_float32_under_a_mixed_policy():
+    from transferkit.strategies.runtime import precision
+
+    config = AugmentConfig(random_crop=0.875, pca_color=0.1)  # and the book's flip, rotation, shifts, shear, zoom
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    with precision("mixed_bfloat16"):
+        augment = make_augmenter(config, seed=1)
+        adapt(augment, images)
+        out = augment(images, training=True)
+    assert len(augment.layers) == 7 and out.dtype == tf.float32 and out.shape == images.shape
+    assert not np.allclose(np.asarray(out), images)

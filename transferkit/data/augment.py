@@ -117,23 +117,24 @@ def make_augmenter(config, seed=None):
         True
     """
     fill = config.fill_mode
+    # the input pipeline works in float32 whatever the run's dtype policy (crop_and_resize has no bfloat16)
+    common = {"seed": seed, "dtype": "float32"}
     steps = []
     if config.random_crop < 1:
-        steps.append(RandomCropResize(config.random_crop, seed=seed))
+        steps.append(RandomCropResize(config.random_crop, **common))
     if config.flip != "none":
-        steps.append(keras.layers.RandomFlip(config.flip, seed=seed))
+        steps.append(keras.layers.RandomFlip(config.flip, **common))
     if config.rotation:
-        steps.append(keras.layers.RandomRotation(config.rotation / 360.0, fill_mode=fill, seed=seed))
+        steps.append(keras.layers.RandomRotation(config.rotation / 360.0, fill_mode=fill, **common))
     if config.width_shift or config.height_shift:
         steps.append(keras.layers.RandomTranslation(config.height_shift, config.width_shift, fill_mode=fill,
-                                                    seed=seed))
+                                                    **common))
     if config.shear:
-        steps.append(keras.layers.RandomShear(x_factor=config.shear, y_factor=config.shear, fill_mode=fill,
-                                              seed=seed))
+        steps.append(keras.layers.RandomShear(x_factor=config.shear, y_factor=config.shear, fill_mode=fill, **common))
     if config.zoom:
-        steps.append(keras.layers.RandomZoom(config.zoom, fill_mode=fill, seed=seed))
+        steps.append(keras.layers.RandomZoom(config.zoom, fill_mode=fill, **common))
     if config.pca_color:
-        steps.append(PCAColor(config.pca_color, seed=seed))
+        steps.append(PCAColor(config.pca_color, **common))
     return keras.Sequential(steps, name="augment") if steps else None
 
 
