@@ -157,10 +157,11 @@ def run_resolved(recipe, splits, out="runs", verbose=2, run_dir=None):
         strategy = distribution(recipe.distribute)
         replicas = strategy.num_replicas_in_sync if strategy is not None else 1
         ctx.recipe = scaled_for_replicas(recipe, replicas)
-        with PeakMemory() as memory, precision(resolve_precision(recipe.mixed_precision)), scope(strategy), \
-                interruptible():
+        policy = resolve_precision(recipe.mixed_precision)
+        with PeakMemory() as memory, precision(policy), scope(strategy), interruptible():
             trained = STRATEGIES[recipe.strategy](ctx)
         trained.model = ctx.model = float32_model(trained.model, rebuild=strategy is not None)
+        trained.info["precision"] = policy or "float32"
         if strategy is not None:
             trained.info.update(replicas=replicas, global_batch_size=ctx.recipe.batch_size)
     except KeyboardInterrupt:

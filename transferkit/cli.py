@@ -97,7 +97,7 @@ def run(recipe, resume, strategy, backbone, weights, epochs, image_size, data_di
     if m["best_val_accuracy"] is not None:
         click.echo(f"  best val acc   {m['best_val_accuracy']:.4f}")
     click.echo(f"  parameters     {m['trainable_params']:,} trainable of {m['total_params']:,}")
-    click.echo(f"  wall time      {m['wall_time_s']:.1f} s")
+    click.echo(f"  wall time      {m['wall_time_s']:.1f} s   ({m['precision']})")
     click.echo(f"  run directory  {result.run_dir}")
     for name in sorted(p.name for p in result.run_dir.iterdir()):
         click.echo(f"    {name}")

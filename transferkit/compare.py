@@ -21,7 +21,8 @@ from transferkit.weights import check_source
 
 DEFAULT_STRATEGIES = ("scratch", "feature_extraction", "frozen_augment", "finetune")
 COLUMNS = [("run", "run"), ("test_accuracy", "test acc"), ("best_val_accuracy", "best val acc"),
-           ("wall_time_s", "wall s"), ("train_images_per_s", "train img/s"), ("trainable_params", "trainable"),
+           ("wall_time_s", "wall s"), ("train_images_per_s", "train img/s"), ("precision", "dtype"),
+           ("trainable_params", "trainable"),
            ("total_params", "total params"), ("peak_rss_mb", "peak MB")]
 
 

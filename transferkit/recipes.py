@@ -129,7 +129,7 @@ class Recipe(_Section):
     strategy: str = "finetune"
     seed: int = 42
     batch_size: int = Field(32, ge=1)
-    mixed_precision: Literal["none", "auto", "mixed_float16", "mixed_bfloat16"] = "none"
+    mixed_precision: Literal["none", "auto", "mixed_float16", "mixed_bfloat16"] = "auto"
     jit_compile: bool = False
     distribute: Literal["none", "mirrored", "multiworker"] = "none"
     head: HeadConfig = HeadConfig()

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 import transferkit
+from transferkit.strategies.runtime import resolve_precision
 
 TINY = ["head.units=16", "batch_size=16", "scratch.epochs=2", "feature_extraction.epochs=4", "image_size=32"]
 
@@ -24,9 +25,10 @@ def test_compare_writes_a_sorted_table_and_a_self_contained_report_and_reuses_ru
     assert {row["run"] for row in first.rows} == {"scratch lenet5", "scratch small_convnet",
                                                    "feature_extraction vgg16"}
     table = first.table()
-    assert table.splitlines()[2].split("|")[1].strip().endswith("★")
+    assert table.splitlines()[2].split("|")[1].strip().endswith("★") and "| dtype |" in table
     for row in first.rows:
         assert row["train_images_per_s"] > 0 and row["peak_rss_mb"] > 100 and row["wall_time_s"] > 0
+        assert row["precision"] == (resolve_precision("auto") or "float32")  # the recipe default, on this machine
         assert sum(map(sum, row["confusion_matrix"])) == len(stripes["test"][1])  # same test set for all
     page = (first.report_dir / "report.html").read_text()
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)

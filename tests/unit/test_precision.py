@@ -55,7 +55,7 @@ def _check_learned_and_reloads(result):
 
 def test_a_mixed_bfloat16_run_learns_and_saves_a_float32_model(tmp_path, stripes):
     result = _run(tmp_path, stripes, "mixed_precision=mixed_bfloat16", epochs=5)
-    assert result.recipe.mixed_precision == "mixed_bfloat16"
+    assert result.recipe.mixed_precision == "mixed_bfloat16" and result.metrics["precision"] == "mixed_bfloat16"
     _check_learned_and_reloads(result)
     extracted = _run(tmp_path, stripes, "mixed_precision=mixed_bfloat16", strategy="feature_extraction", epochs=4)
     assert extracted.metrics["feature_cache_hits"] == 0 and extracted.metrics["test_accuracy"] >= 0.75

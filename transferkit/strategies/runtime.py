@@ -29,10 +29,25 @@ def cpu_supports_bf16():
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+def gpus_support_float16(gpus):
+    """True when every GPU in ``gpus`` has compute capability 7.0 or higher (tensor cores: float16 pays).
+
+    A GPU that reports no compute capability counts as not supporting it, so ``auto`` never runs slower
+    than float32.
+    """
+    import tensorflow as tf
+
+    return bool(gpus) and all(
+        tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability") or (0, 0)) >= (7, 0)
+        for gpu in gpus)
+
+
 def resolve_precision(setting):
     """The Keras dtype policy name for a recipe's ``mixed_precision``, or None for plain float32.
 
-    ``auto`` is ``mixed_float16`` with a GPU, ``mixed_bfloat16`` on a CPU with native bfloat16, else None.
+    ``auto`` (the default) is the fastest policy the hardware runs at float32's accuracy: ``mixed_float16`` on
+    GPUs with tensor cores (compute capability 7.0+), ``mixed_bfloat16`` on a CPU with native bfloat16
+    (AVX512_BF16 or AMX), else None: float32 on older GPUs and other CPUs, where the mixed policies are slower.
 
     Example:
         >>> resolve_precision("none") is None
@@ -44,8 +59,9 @@ def resolve_precision(setting):
         return setting
     import tensorflow as tf
 
-    if tf.config.list_physical_devices("GPU"):
-        return "mixed_float16"
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return "mixed_float16" if gpus_support_float16(gpus) else None
     return "mixed_bfloat16" if cpu_supports_bf16() else None
 
 
