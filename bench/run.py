@@ -9,12 +9,14 @@ Figures:
   2. feature cache: the feature phase of a second feature_extraction run vs the first; target >= 10x,
      identical features.
   3. training throughput vs a plain-Keras peer written as TF's transfer-learning tutorial writes it
-     (image_dataset_from_directory, augmentation layers inside the model, base(x, training=False)), same
-     images, batch size and augmentation: frozen_augment >= 1.2x, finetune >= 1.0x.
+     (image_dataset_from_directory, augmentation layers inside the model, base(x, training=False), float32), same
+     images, batch size and augmentation: frozen_augment >= 1.2x, finetune >= 1.0x, transferkit at its default
+     mixed_precision (auto); and, without a target, both sides in float32. Images per second come from the
+     median training step of each side (epochs interleaved, each stage's first epoch left out).
   4. accuracy parity: every strategy's test accuracy within 1 point of the peer's (or better), same epochs.
   5. boundary caching: finetune epoch (VGG16, block5 unfrozen, no augmentation) on cached block4 activations
      vs on images; target >= 3x.
-  6. the conv base forward pass's GFLOP/s as a fraction of a large float32 matmul's.
+  6. the conv base forward pass's GFLOP/s as a fraction of a large matmul's, in the same compute dtype.
   7. streamed feature extraction: peak memory for 10x the sample vs 1x, in fresh processes; target <= 1.5x.
 """
 import argparse
@@ -72,7 +74,8 @@ def write_pngs(root, copies=1, limit=None):
 
 
 class EpochTimer:
-    """A Keras callback recording each epoch's training time (first batch start to last batch end)."""
+    """A Keras callback recording each epoch's training time (first batch start to last batch end) and the
+    time of each of its training steps."""
 
     def __new__(cls):
         import keras
@@ -80,18 +83,21 @@ class EpochTimer:
         class _Timer(keras.callbacks.Callback):
             def __init__(self):
                 super().__init__()
-                self.seconds = []
+                self.seconds, self.steps = [], []
 
             def on_epoch_begin(self, epoch, logs=None):
-                self.start = time.perf_counter()
-                self.end = None
+                self.start = self.end = time.perf_counter()
+                self.epoch_steps = []
 
             def on_train_batch_end(self, batch, logs=None):
-                self.end = time.perf_counter()
+                now = time.perf_counter()
+                self.epoch_steps.append(now - self.end)
+                self.end = now
 
             def on_epoch_end(self, epoch, logs=None):
-                if self.end is not None:
+                if self.epoch_steps:
                     self.seconds.append(self.end - self.start)
+                    self.steps.append(self.epoch_steps)
 
         return _Timer()
 
@@ -99,6 +105,15 @@ class EpochTimer:
 def steady(seconds):
     """The fastest epoch after the first (which traces and compiles): the least disturbed by other load."""
     return min(seconds[1:] if len(seconds) > 1 else seconds)
+
+
+def step_rate(epoch_steps, batch_size):
+    """Training images per second from the median step time of the epochs after a stage's first (which traces):
+    a step that this machine stalls for seconds, now and then, on either side, does not decide the figure."""
+    import numpy as np
+
+    steps = [t for epoch in (epoch_steps[1:] if len(epoch_steps) > 1 else epoch_steps) for t in epoch]
+    return batch_size / float(np.median(steps))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -156,7 +171,8 @@ class Peer:
         self.train, self.val, self.test = peer_datasets(root, size, batch_size, seed)
         self.model, self.base = peer_model(size, num_classes, rotation)
         peer_compile(self.model, 1e-3)
-        self.seconds, self.epoch, self.stage = {"frozen": [], "finetune": []}, 0, "frozen"
+        self.seconds, self.steps = {"frozen": [], "finetune": []}, {"frozen": [], "finetune": []}
+        self.epoch, self.stage = 0, "frozen"
         self.accuracy = {}
 
     def one_epoch(self):
@@ -165,6 +181,7 @@ class Peer:
                        verbose=0, callbacks=[timer])
         self.epoch += 1
         self.seconds[self.stage] += timer.seconds
+        self.steps[self.stage] += timer.steps
 
     def start_finetune(self):
         self.accuracy["frozen"] = float(self.model.evaluate(self.test, verbose=0)[1])
@@ -195,14 +212,16 @@ def interleaved(step, from_epoch=0):
 # transferkit's side
 
 
-def recipe_for(root, size, batch_size, epochs, fine_epochs, rotation_degrees):
-    """The bench's own recipe, every key that matters spelled out (independent of the shipped demo recipe)."""
+def recipe_for(root, size, batch_size, epochs, fine_epochs, rotation_degrees, mixed_precision="auto"):
+    """The bench's own recipe, every key that matters spelled out (independent of the shipped demo recipe);
+    ``mixed_precision`` is transferkit's default, ``auto``, unless given."""
     from transferkit.recipes import recipe_from_dict
 
     stage = {"epochs": epochs, "learning_rate": 1e-3}
     return recipe_from_dict({
         "name": "bench", "data": {"source": "folder", "path": str(root)}, "image_size": size, "backbone": "vgg16",
         "weights": "hed-bsds500", "base_blocks": None, "strategy": "finetune", "seed": 42, "batch_size": batch_size,
+        "mixed_precision": mixed_precision,
         "head": {"pooling": "flatten", "units": 256, "dropout": 0.5, "batchnorm": True},
         "augment": {"flip": "horizontal", "rotation": rotation_degrees, "width_shift": 0, "height_shift": 0,
                     "shear": 0, "zoom": 0},
@@ -305,7 +324,6 @@ def figure_cache(recipe, splits):
 def figure_conv_efficiency(base, preloaded, batch, reps):
     """(6) conv-base forward GFLOP/s over a large matmul's GFLOP/s, measured back to back."""
     import keras
-    import numpy as np
     import tensorflow as tf
 
     flops = 0
@@ -317,7 +335,8 @@ def figure_conv_efficiency(base, preloaded, batch, reps):
             flops += 2 * h * w * kh * kw * cin * cout
     n = len(preloaded)
     side = 2048
-    a = tf.random.normal((side, side))
+    dtype = base.layers[-1].compute_dtype
+    a = tf.cast(tf.random.normal((side, side)), dtype)
     matmul = tf.function(lambda x: tf.matmul(x, x))
     matmul(a).numpy()
     conv_rates, matmul_rates = [], []
@@ -332,28 +351,51 @@ def figure_conv_efficiency(base, preloaded, batch, reps):
         matmul_rates.append(2 * side ** 3 * k / (time.perf_counter() - start) / 1e9)
     conv, mm = max(conv_rates), max(matmul_rates)
     return {"conv_gflop_per_image": flops / 1e9, "conv_gflops": conv, "matmul_gflops": mm, "ratio": conv / mm,
-            "batch": batch, "matmul_side": side, "dtype": str(np.float32.__name__)}
+            "batch": batch, "matmul_side": side, "dtype": dtype}
+
+
+def figure_float32(root, recipe, splits, seed, class_names, rotation, epochs):
+    """(3, float32) transferkit's finetune in float32, its head stage and its fine-tuning stage each interleaved
+    epoch by epoch with the same stage of a fresh float32 peer: what transferkit gains without mixed precision."""
+    peer = Peer(root, recipe.image_size, recipe.batch_size, seed, len(class_names), rotation)
+
+    def step():  # after each of transferkit's epochs; the peer fine-tunes when transferkit does
+        peer.one_epoch()
+        if peer.epoch == epochs:
+            peer.start_finetune()
+
+    float32 = recipe.model_copy(update={"mixed_precision": "none"})
+    timer, accuracy, _ = run_ours(float32, splits, "finetune", callbacks=[interleaved(step)])
+    peer.finish()
+    batch = recipe.batch_size
+    frozen, fine = step_rate(timer.steps[:epochs], batch), step_rate(timer.steps[epochs:], batch)
+    peer_frozen, peer_fine = step_rate(peer.steps["frozen"], batch), step_rate(peer.steps["finetune"], batch)
+    return {"frozen_images_per_s": frozen, "peer_frozen_images_per_s": peer_frozen, "frozen_ratio": frozen / peer_frozen,
+            "finetune_images_per_s": fine, "peer_finetune_images_per_s": peer_fine, "finetune_ratio": fine / peer_fine,
+            "finetune_test_accuracy": accuracy, "peer_finetune_test_accuracy": peer.accuracy["finetune"],
+            "epoch_s": timer.seconds, "peer_epoch_s": peer.seconds}
 
 
 def figure_boundary(recipe, splits, epochs, reps, size):
     """(5) finetune stage-2 epoch time, block5 unfrozen, no augmentation: on images vs on cached activations.
 
-    The two paths run alternately ``reps`` times; each gives its median epoch after the first, and the
-    fastest repetition of each side counts.
+    The two paths run alternately ``reps`` times; an epoch's time is the training split's images at the rate
+    of the median step (:func:`step_rate`), and the fastest repetition of each side counts.
     """
     fine = recipe.model_copy(update={"image_size": size, "finetune": recipe.finetune.model_copy(
         update={"augment": False, "head_epochs": 0, "epochs": epochs, "unfreeze_blocks": 1})})
-    times = {"images": [], "cached": []}
+    times, steps = {"images": [], "cached": []}, {"images": [], "cached": []}
     for _ in range(reps):
         cached_timer, _, trained = run_ours(fine, splits, "finetune")
         image_timer, _, _ = run_ours(fine, splits, "finetune", boundary_cache=False)
-        times["cached"].append(cached_timer.seconds)
-        times["images"].append(image_timer.seconds)
-    cached, images = min(map(steady, times["cached"])), min(map(steady, times["images"]))
+        for side, timer in (("cached", cached_timer), ("images", image_timer)):
+            times[side].append(timer.seconds)
+            steps[side].append(timer.steps)
+    n = splits.counts["train"]
+    cached, images = (n / max(step_rate(run, recipe.batch_size) for run in steps[side]) for side in ("cached", "images"))
     return {"boundary": trained.info["boundary_cache"], "unfrozen": trained.info["unfrozen_layers"],
             "image_size": size, "epochs": epochs, "images_epoch_s": images, "cached_epoch_s": cached,
-            "ratio": images / cached,
-            "epoch_s": times}
+            "ratio": images / cached, "epoch_s": times}
 
 
 def figure_memory(size, batch, copies_list, quick):
@@ -384,7 +426,7 @@ def extract_child(copies, size, batch, quick):
         recipe = recipe_for(Path(tmp) / "png", size, batch, 1, 1, 0)
         splits = load_data(recipe.data, recipe.seed)
         before = rss_mb()
-        with PeakMemory(0.02) as memory:
+        with PeakMemory(0.02) as memory, policy_of(recipe):
             seconds, out = time_extraction(recipe, splits, "child")
         features = out["train"][0][0]
         print(json.dumps({"copies": copies, "train_images": int(splits.counts["train"]), "seconds": seconds,
@@ -393,6 +435,13 @@ def extract_child(copies, size, batch, quick):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def policy_of(recipe):
+    """The recipe's dtype policy, set for the duration of a ``with`` block, as a run sets it."""
+    from transferkit.strategies.runtime import precision, resolve_precision
+
+    return precision(resolve_precision(recipe.mixed_precision))
 
 
 def machine():
@@ -441,18 +490,23 @@ def main():
         class_names = write_pngs(root, limit=300 if quick else None)
         from transferkit.data.sources import load_data
         from transferkit.runs import PeakMemory
+        from transferkit.strategies.runtime import resolve_precision
 
         recipe = recipe_for(root, size, batch, epochs, fine_epochs, rotation * 360)
         splits = load_data(recipe.data, recipe.seed)
         results["settings"]["images"] = dict(splits.counts)
         log(f"data: {dict(splits.counts)} PNG files, {len(class_names)} classes, {size}x{size}")
+        policy = resolve_precision(recipe.mixed_precision) or "float32"
+        results["settings"]["precision"] = {"transferkit": policy, "peer": "float32"}
+        log(f"transferkit's dtype policy: {policy} (mixed_precision: {recipe.mixed_precision}); the peer's: float32")
         with PeakMemory() as memory:
-            log("(1) input pipeline ...")
-            results["pipeline"], base, preloaded = figure_pipeline(recipe, splits, reps)
-            log("(6) conv efficiency ...")
-            results["conv_efficiency"] = figure_conv_efficiency(base, preloaded, batch, reps)
-            log("(2) feature cache ...")
-            results["feature_cache"] = figure_cache(recipe, splits)
+            with policy_of(recipe):
+                log("(1) input pipeline ...")
+                results["pipeline"], base, preloaded = figure_pipeline(recipe, splits, reps + 2)
+                log("(6) conv efficiency ...")
+                results["conv_efficiency"] = figure_conv_efficiency(base, preloaded, batch, reps)
+                log("(2) feature cache ...")
+                results["feature_cache"] = figure_cache(recipe, splits)
             log("(3, 4) training: peer and strategies ...")
             # the peer's epochs run interleaved with transferkit's: one of theirs after each of ours
             peer = Peer(root, size, batch, seed, len(class_names), rotation)
@@ -466,18 +520,18 @@ def main():
                 else:
                     more = []
                 timer, accuracy, trained = run_ours(recipe, splits, strategy, callbacks=more)
-                ours[strategy] = {"epoch_s": timer.seconds, "test_accuracy": accuracy,
+                ours[strategy] = {"epoch_s": timer.seconds, "step_s": timer.steps, "test_accuracy": accuracy,
                                   "stages": [row["stage"] for row in trained.history]}
                 log(f"    {strategy}: test accuracy {accuracy:.3f}")
             peer.finish()
             peer = {"frozen_epoch_s": peer.seconds["frozen"], "finetune_epoch_s": peer.seconds["finetune"],
+                    "frozen_step_s": peer.steps["frozen"], "finetune_step_s": peer.steps["finetune"],
                     "frozen_test_accuracy": peer.accuracy["frozen"],
                     "finetune_test_accuracy": peer.accuracy["finetune"]}
-            n = splits.counts["train"]
-            fa_rate = n / steady(ours["frozen_augment"]["epoch_s"][:epochs])
-            peer_rate = n / steady(peer["frozen_epoch_s"])
-            ft_rate = n / steady(ours["finetune"]["epoch_s"][epochs:])
-            peer_ft_rate = n / steady(peer["finetune_epoch_s"])
+            fa_rate = step_rate(ours["frozen_augment"]["step_s"][:epochs], batch)
+            peer_rate = step_rate(peer["frozen_step_s"], batch)
+            ft_rate = step_rate(ours["finetune"]["step_s"][epochs:], batch)
+            peer_ft_rate = step_rate(peer["finetune_step_s"], batch)
             results["throughput"] = {
                 "frozen_augment_images_per_s": fa_rate, "peer_frozen_images_per_s": peer_rate,
                 "frozen_augment_ratio": fa_rate / peer_rate,
@@ -490,6 +544,8 @@ def main():
                                     "points": 100 * (row["test_accuracy"] - reference)}
             results["accuracy"] = parity
             results["peer"], results["ours"] = peer, ours
+            log("(3) training throughput, both sides in float32 ...")
+            results["throughput_float32"] = figure_float32(root, recipe, splits, seed, class_names, rotation, epochs)
             log("(5) boundary caching ...")
             results["boundary_cache"] = figure_boundary(recipe, splits, 3 if quick else 4, 1 if quick else 2,
                                                         48 if quick else 64)
@@ -503,6 +559,8 @@ def main():
         ("2 feature cache: 1st / 2nd feature phase", results["feature_cache"]["ratio"], 10, "x"),
         ("3 frozen_augment images/s / peer", results["throughput"]["frozen_augment_ratio"], 1.2, "x"),
         ("3 finetune images/s / peer", results["throughput"]["finetune_ratio"], 1.0, "x"),
+        ("3 frozen stage images/s / peer, both float32", results["throughput_float32"]["frozen_ratio"], None, "x"),
+        ("3 finetune images/s / peer, both float32", results["throughput_float32"]["finetune_ratio"], None, "x"),
         *[(f"4 {s} test acc - peer (points)", p["points"], -1.0, "pt") for s, p in results["accuracy"].items()],
         (f"5 boundary cache ({results['boundary_cache']['image_size']} px): epoch images / activations",
          results["boundary_cache"]["ratio"], 3, "x"),
@@ -511,7 +569,7 @@ def main():
     ]
     results["table"] = []
     log("")
-    log(f"{'figure':58s} {'value':>9s} {'target':>8s}")
+    log(f"{'figure':58s} {'value':>9s} {'target':>8s}   (transferkit in {policy}, the peer in float32)")
     for name, value, target, unit in table:
         if target is None:
             status, shown = "", "-"

@@ -1,9 +1,10 @@
-"""How a run executes, not what it trains: mixed precision, and the float32 model that is saved.
+"""How a run executes, not what it trains: mixed precision, the float32 model that is saved, and tf.distribute.
 
-``mixed_precision`` (a recipe key) sets the Keras dtype policy for the duration of one run only; the weights
-stay float32 (Keras keeps float32 variables under mixed policies), softmax outputs are float32, and the model
-a run returns and saves is rebuilt in float32 with the trained weights, so it loads and predicts the same way
-in any environment.
+``mixed_precision`` (a recipe key, ``auto`` by default) sets the Keras dtype policy for the duration of one run
+only; the weights stay float32 (Keras keeps float32 variables under mixed policies), softmax outputs are float32,
+and the model a run returns and saves is rebuilt in float32 with the trained weights, so it loads and predicts
+the same way in any environment. ``distribute`` picks a ``tf.distribute`` strategy, under whose scope the run
+builds and trains its models, with the batch size per replica and learning rates scaled linearly.
 """
 import contextlib
 import functools
@@ -193,6 +194,8 @@ def _keras_multiworker_fixes():
     from keras.src.backend.tensorflow import trainer
 
     def symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None:  # as Keras: a model made outside the strategy builds when traced
+            return
         if iterator is not None:
             for _, _, batches in iterator:
                 local = self.distribute_strategy.experimental_local_results
