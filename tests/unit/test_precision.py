@@ -2,11 +2,12 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import transferkit
 from transferkit.baselines import create_baseline
 from transferkit.layers import Preprocess
-from transferkit.strategies.runtime import precision, resolve_precision
+from transferkit.strategies.runtime import cpu_supports_bf16, gpus_support_float16, precision, resolve_precision
 
 FAST = ["image_size=32", "base_blocks=null", "data.per_class=null", "head.units=16", "batch_size=16",
         "augment.flip=horizontal", "augment.rotation=0", "augment.shear=0", "augment.zoom=0",
@@ -21,9 +22,20 @@ def _run(tmp_path, stripes, *more, strategy="frozen_augment", **kwargs):
 def test_policy_names_resolve():
     assert resolve_precision("none") is None
     assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
-    assert resolve_precision("auto") in (None, "mixed_float16", "mixed_bfloat16")
+    if not tf.config.list_physical_devices("GPU"):
+        assert resolve_precision("auto") == ("mixed_bfloat16" if cpu_supports_bf16() else None)
     with pytest.raises(transferkit.TransferkitError):
         transferkit.load_recipe("demo", ["mixed_precision=float8"])
+
+
+@pytest.mark.parametrize("details, expected", [([{"compute_capability": (7, 5)}], True),
+                                              ([{"compute_capability": (6, 1)}], False),
+                                              ([{"compute_capability": (8, 0)}, {"compute_capability": (6, 0)}], False),
+                                              ([{}], False), ([], False)])
+def test_auto_takes_float16_only_on_gpus_with_tensor_cores(monkeypatch, details, expected):
+    gpus = [f"GPU:{i}" for i in range(len(details))]
+    monkeypatch.setattr(tf.config.experimental, "get_device_details", lambda gpu: details[gpus.index(gpu)])
+    assert gpus_support_float16(gpus) is expected
 
 
 def test_preprocess_and_softmax_dtypes_under_bfloat16():
