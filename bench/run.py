@@ -102,11 +102,6 @@ class EpochTimer:
         return _Timer()
 
 
-def steady(seconds):
-    """The fastest epoch after the first (which traces and compiles): the least disturbed by other load."""
-    return min(seconds[1:] if len(seconds) > 1 else seconds)
-
-
 def step_rate(epoch_steps, batch_size):
     """Training images per second from the median step time of the epochs after a stage's first (which traces):
     a step that this machine stalls for seconds, now and then, on either side, does not decide the figure."""
