@@ -94,6 +94,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, photos):
     assert (run_dir / "backup" / "head").is_dir()
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the dropped interrupt, on purpose
 def test_an_interrupt_python_drops_still_stops_training(stripes):
     class Finalizer:  # Ctrl-C landing in a finalizer: Python prints "Exception ignored" and goes on
         def __del__(self):

@@ -18,6 +18,7 @@ from transferkit.errors import TransferkitError
 from transferkit.heads import build_classifier, build_head
 from transferkit.registry import Registry
 from transferkit.runs import RunTracker, checkpoint_callbacks
+from transferkit.strategies.optimizer import adam
 from transferkit.weights import build_base
 
 STRATEGIES = Registry("strategy")
@@ -76,12 +77,13 @@ class Trained:
 
 
 def compile_model(model, learning_rate, jit_compile=False, steps_per_execution=1):
-    """Compile for integer labels with Adam at ``learning_rate``; ``jit_compile`` compiles the steps with XLA.
+    """Compile for integer labels with Adam at ``learning_rate`` (fused: :func:`adam`); ``jit_compile`` compiles
+    the steps with XLA.
 
     Under the ``mixed_float16`` policy Keras wraps the optimizer in a ``LossScaleOptimizer`` itself.
     """
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=bool(jit_compile),
