@@ -15,6 +15,7 @@ _EXPORTS = {
     "BACKBONES": "transferkit.backbones", "BASELINES": "transferkit.baselines",
     "STRATEGIES": "transferkit.strategies", "DATA_SOURCES": "transferkit.data.sources",
     "Splits": "transferkit.data.sources", "from_arrays": "transferkit.data.sources",
+    "from_datasets": "transferkit.data.datasets",
     "load_data": "transferkit.data.sources", "TransferkitError": "transferkit.errors",
     "Recipe": "transferkit.recipes", "list_recipes": "transferkit.recipes", "load_recipe": "transferkit.recipes",
     "load": "transferkit.predict",

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from transferkit.data.embedded import ArraySplits
+from transferkit.data.datasets import from_datasets
 from transferkit.data.sources import Splits, from_arrays, load_data
 from transferkit.errors import TransferkitError
 from transferkit.recipes import Recipe, load_recipe
@@ -44,8 +46,9 @@ class RunResult:
 def resolve_data(data, recipe, class_names=None):
     """The :class:`Splits` to train on and the recipe that says where they came from.
 
-    ``data`` is None (the recipe's own), a folder path, arrays (a dict of splits or ``ArraySplits``) or
-    :class:`Splits`; in-memory data are recorded in the recipe as ``data.source: arrays``.
+    ``data`` is None (the recipe's own), a folder path, arrays (a dict of splits or ``ArraySplits``), a dict of
+    ``tf.data`` datasets (:func:`~transferkit.data.datasets.from_datasets`) or :class:`Splits`; in-memory data
+    are recorded in the recipe as ``data.source: arrays``.
 
     Example:
         >>> splits, recipe = resolve_data("photos", load_recipe("demo"))
@@ -59,6 +62,8 @@ def resolve_data(data, recipe, class_names=None):
     if isinstance(data, (str, Path)):
         recipe = load_recipe(recipe, overrides=["data.source=folder", f"data.path={data}"])
         return load_data(recipe.data, recipe.seed), recipe
+    if isinstance(data, dict) and any(isinstance(split, tf.data.Dataset) for split in data.values()):
+        return from_datasets(data, class_names), load_recipe(recipe, ["data.source=arrays"])
     if isinstance(data, (ArraySplits, dict)):
         return from_arrays(data, class_names), load_recipe(recipe, ["data.source=arrays"])
     raise TransferkitError(f"data must be a folder path, a dict of splits or Splits; got {type(data).__name__}")
@@ -106,7 +111,8 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
         strategy, backbone, weights, image_size: override the recipe's.
         epochs: override the epochs of the strategy's (last) stage.
         data: instead of the recipe's data: a folder of class subfolders, a dict
-            ``{"train": (images, labels), "val": ..., "test": ...}`` (with ``class_names``), or :class:`Splits`.
+            ``{"train": (images, labels), "val": ..., "test": ...}`` (with ``class_names``), a dict of
+            ``tf.data`` datasets ``{"train": ds, "val": ds, "test": ds}``, or :class:`Splits`.
         data_dir: where prepared tfds data lives (``data.data_dir``).
         out: the parent folder of run directories.
         overrides: ``"key.sub=value"`` strings, as ``--set`` takes them.

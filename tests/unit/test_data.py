@@ -317,3 +317,12 @@ def test_folders_with_different_classes_across_splits_are_refused(tmp_path):
     _write_folder(tmp_path / "test", ["cat", "fox"], 2)
     with pytest.raises(TransferkitError, match=r"test has classes \['cat', 'fox'\], train has \['cat', 'dog'\]"):
         load_data(DataConfig(source="folder", path=str(tmp_path)))
+
+
+def test_a_class_whose_training_files_are_all_unreadable_is_refused(tmp_path):
+    _write_folder(tmp_path, ["good"], 20)
+    (tmp_path / "broken").mkdir()
+    for i in range(5):
+        (tmp_path / "broken" / f"{i}.jpg").write_text("not an image")
+    with pytest.raises(TransferkitError, match="no training images of class 'broken'"):
+        load_data(DataConfig(source="folder", path=str(tmp_path)))

@@ -11,11 +11,13 @@ import numpy as np
 import tensorflow as tf
 
 from transferkit.data.embedded import ArraySplits, load_sample
+from transferkit.data.labels import class_indices
 from transferkit.errors import TransferkitError
 from transferkit.registry import Registry
 
 DATA_SOURCES = Registry("data source")
 SPLIT_NAMES = ("train", "val", "test")
+SPLIT_ALIASES = {"validation": "val", "valid": "val"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,14 +44,33 @@ class Splits:
     fingerprint: str
     class_counts: Optional[dict] = None
 
+    def __post_init__(self):
+        missing = [name for name in SPLIT_NAMES if name not in self.datasets or name not in self.counts]
+        if missing:
+            raise TransferkitError(f"Splits needs datasets and counts for train, val and test; missing: "
+                                   f"{', '.join(missing)}")
+        for name in SPLIT_NAMES:
+            spec = self.datasets[name].element_spec
+            if not (isinstance(spec, tuple) and len(spec) == 2 and spec[0].dtype == tf.uint8
+                    and spec[0].shape.rank == 3 and spec[0].shape[-1] in (3, None)
+                    and spec[1].dtype.is_integer and spec[1].shape.rank == 0):
+                raise TransferkitError(f"Splits datasets must yield unbatched (uint8 HxWx3 image, int label) "
+                                       f"pairs; the {name} split yields {spec}. Pass the datasets as a dict "
+                                       "(transferkit.from_datasets) to have them converted")
+
     @property
     def num_classes(self):
         """Number of classes."""
         return len(self.class_names)
 
 
-def rgb_uint8(images):
-    """Images (N, H, W) or (N, H, W, 1|3|4), uint8 or float (0-1 or 0-255), as RGB uint8 (N, H, W, 3).
+def rgb_uint8(images, top=None):
+    """Images (N, H, W) or (N, H, W, 1|3|4) as RGB uint8 (N, H, W, 3).
+
+    uint8 stays as it is, uint16 is scaled to 8 bits (as 16-bit PNG files are), other integers must lie in
+    0-255, and floats on a 0-1 scale (all values <= 1) or 0-255 are scaled to 0-255; ``top`` fixes the float
+    scale (1 or 255) instead. NaN, infinite or negative values are refused, since they mean images were
+    preprocessed already.
 
     Example:
         >>> rgb_uint8(np.zeros((2, 28, 28), np.float32)).shape
@@ -60,18 +81,77 @@ def rgb_uint8(images):
         images = images[..., np.newaxis]
     if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
         raise TransferkitError(f"images must be (N, H, W), (N, H, W, 1|3|4) arrays; got shape {images.shape}")
-    if images.dtype != np.uint8:
-        top = 1.0 if images.size and float(np.max(images)) <= 1.0 else 255.0
-        images = np.clip(np.round(images.astype(np.float32) * (255.0 / top)), 0, 255).astype(np.uint8)
+    if images.dtype == np.uint16:
+        images = ((images.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    elif images.dtype.kind in "iub" and images.dtype != np.uint8:
+        if images.size and (images.min() < 0 or images.max() > 255):
+            raise TransferkitError(f"integer images must hold 0-255 (or be uint16); found {images.min()} to "
+                                   f"{images.max()}")
+        images = images.astype(np.uint8)
+    elif images.dtype.kind == "f":
+        images = _float_to_uint8(images, top)
+    elif images.dtype != np.uint8:
+        raise TransferkitError(f"images must be numbers (uint8, uint16 or float); got dtype {images.dtype}")
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
     return images[..., :3]
 
 
+def _float_to_uint8(images, top):
+    if images.size and not np.all(np.isfinite(images)):
+        raise TransferkitError("images hold NaN or infinite values")
+    low, high = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
+    if low < 0 or high > 255:
+        raise TransferkitError(f"float images must be on a 0-1 or 0-255 scale; found {low:g} to {high:g} "
+                               "(give the images before any preprocessing: transferkit applies the backbone's)")
+    top = top or (1.0 if high <= 1.0 else 255.0)
+    return np.clip(np.round(images.astype(np.float32) * (255.0 / top)), 0, 255).astype(np.uint8)
+
+
+def named_splits(mapping, what):
+    """``mapping`` (split name -> data) with ``validation``/``valid`` read as ``val``; unknown or missing
+    splits are refused. ``what`` names the data in the messages.
+
+    Example:
+        >>> sorted(named_splits({"train": 1, "validation": 2, "test": 3}, "array data"))
+        ['test', 'train', 'val']
+    """
+    named = {}
+    for key, value in mapping.items():
+        name = SPLIT_ALIASES.get(key, key)
+        if name not in SPLIT_NAMES:
+            raise TransferkitError(f"{what} has a split {key!r}; splits are train, val (or validation) and test")
+        if name in named:
+            raise TransferkitError(f"{what} gives the {name} split twice")
+        named[name] = value
+    missing = [name for name in SPLIT_NAMES if name not in named]
+    if missing:
+        raise TransferkitError(f"{what} needs train, val and test splits; missing: {', '.join(missing)}")
+    return named
+
+
+def _images(name, images):
+    """(a tf.data dataset of RGB uint8 images, their bytes for the fingerprint) from an array or a list."""
+    if isinstance(images, (list, tuple)) and len({np.shape(image) for image in images}) > 1:
+        floats = [np.asarray(image) for image in images if np.asarray(image).dtype.kind == "f"]
+        top = 1.0 if floats and max(float(np.max(image)) for image in floats) <= 1.0 else None
+        each = [rgb_uint8(np.asarray(image)[np.newaxis], top)[0] for image in images]
+        spec = tf.TensorSpec((None, None, 3), tf.uint8)
+        dataset = tf.data.Dataset.from_generator(lambda: iter(each), output_signature=spec)
+        return dataset, len(each), b"".join(image.tobytes() + str(image.shape).encode() for image in each)
+    try:
+        images = rgb_uint8(images)
+    except TransferkitError as err:
+        raise TransferkitError(f"{name}: {err}") from None
+    return tf.data.Dataset.from_tensor_slices(images), len(images), images.tobytes()
+
+
 def from_arrays(arrays, class_names=None):
     """Splits from in-memory arrays: an :class:`ArraySplits` or a dict ``{split: (images, labels)}``.
 
-    Images may be uint8 (0-255) or float (0-1 or 0-255), gray, RGB or RGBA.
+    Images may be uint8, uint16 or float (0-1 or 0-255), gray, RGB or RGBA, one array per split or a list of
+    images of different sizes. Labels may be class indices, one-hot rows or class names (see
+    :func:`~transferkit.data.labels.class_indices`); ``validation`` is accepted for ``val``.
 
     Example:
         >>> splits = from_arrays({"train": (x, y), "val": (xv, yv), "test": (xt, yt)}, ["cat", "dog"])
@@ -79,26 +159,25 @@ def from_arrays(arrays, class_names=None):
     if isinstance(arrays, ArraySplits):
         class_names = arrays.class_names
         arrays = {"train": arrays.train, "val": arrays.val, "test": arrays.test}
-    missing = [name for name in SPLIT_NAMES if name not in arrays]
-    if missing:
-        raise TransferkitError(f"array data needs train, val and test splits; missing: {', '.join(missing)}")
+    arrays = named_splits(arrays, "array data")
+    for name, pair in arrays.items():
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TransferkitError(f"array data: the {name} split must be a pair (images, labels)")
+    indices, class_names = class_indices({name: arrays[name][1] for name in SPLIT_NAMES}, class_names)
     digest = hashlib.sha256()
-    datasets, counts, labels_by_split = {}, {}, {}
+    datasets, counts = {}, {}
     for name in SPLIT_NAMES:
-        images, labels = arrays[name]
-        images, labels = rgb_uint8(images), np.asarray(labels).astype(np.int32).reshape(-1)
-        if len(images) != len(labels):
-            raise TransferkitError(f"{name}: {len(images)} images but {len(labels)} labels")
-        digest.update(images.tobytes())
+        images, count, data = _images(name, arrays[name][0])
+        labels = indices[name]
+        if count != len(labels):
+            raise TransferkitError(f"{name}: {count} images but {len(labels)} labels")
+        digest.update(data)
         digest.update(labels.tobytes())
-        datasets[name] = tf.data.Dataset.from_tensor_slices((images, labels))
-        counts[name] = len(labels)
-        labels_by_split[name] = labels
-    if class_names is None:
-        class_names = [str(i) for i in range(int(max(np.max(arrays[n][1]) for n in SPLIT_NAMES)) + 1)]
-    check_classes(counts, class_names, max(int(np.max(np.asarray(arrays[n][1]))) for n in SPLIT_NAMES))
-    per_class = {name: label_counts(labels, len(class_names)) for name, labels in labels_by_split.items()}
-    return Splits(datasets, counts, tuple(str(c) for c in class_names), digest.hexdigest()[:16], per_class)
+        datasets[name] = tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(labels)))
+        counts[name] = count
+    per_class = {name: label_counts(labels, len(class_names)) for name, labels in indices.items()}
+    check_classes(counts, class_names, 0, per_class["train"])
+    return Splits(datasets, counts, class_names, digest.hexdigest()[:16], per_class)
 
 
 def label_counts(labels, num_classes):
@@ -125,8 +204,9 @@ def class_counts(splits, split="train"):
     return label_counts(labels, splits.num_classes)
 
 
-def check_classes(counts, class_names, max_label):
-    """Raise a TransferkitError for fewer than 2 classes, an unnamed label or an empty split."""
+def check_classes(counts, class_names, max_label, train_counts=None):
+    """Raise a TransferkitError for fewer than 2 classes, an unnamed label, an empty split, or (given the
+    train split's images per class) a class with no training images."""
     if len(class_names) < 2:
         raise TransferkitError(f"a classifier needs at least 2 classes; the data has {len(class_names)}")
     if max_label >= len(class_names):
@@ -134,6 +214,10 @@ def check_classes(counts, class_names, max_label):
     empty = [name for name, count in counts.items() if count == 0]
     if empty:
         raise TransferkitError(f"the {', '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty")
+    untrained = [repr(name) for name, count in zip(class_names, train_counts or ()) if count == 0]
+    if untrained:
+        raise TransferkitError(f"no training images of class {', '.join(untrained[:3])}"
+                               f"{' ...' if len(untrained) > 3 else ''}: drop it from class_names or add images")
 
 
 def first_per_class(images, labels, count):
