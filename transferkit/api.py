@@ -8,6 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit.backbones import BACKBONES
+from transferkit.baselines import BASELINES
 from transferkit.data.embedded import ArraySplits
 from transferkit.data.datasets import from_datasets
 from transferkit.data.sources import Splits, from_arrays, load_data
@@ -20,7 +22,7 @@ from transferkit.strategies import STRATEGIES, Context
 from transferkit.strategies.common import NonFiniteLoss, interruptible
 from transferkit.strategies.runtime import (distribution, float32_model, precision, resolve_precision,
                                             scaled_for_replicas, scope)
-from transferkit.weights import weights_id
+from transferkit.weights import check_source, weights_id
 
 
 class RunInterrupted(TransferkitError):
@@ -43,6 +45,22 @@ class RunResult:
     recipe: Recipe
 
 
+def check_buildable(recipe):
+    """Refuse, before any data is read, a recipe whose network cannot be built: an unknown backbone or
+    baseline, weights the backbone cannot take, or an image size below the network's minimum.
+
+    Example:
+        >>> check_buildable(load_recipe("demo", backbone="resnet50"))
+        Traceback (most recent call last):
+        TransferkitError: weights 'hed-bsds500' exist only for vgg16, not resnet50
+    """
+    if recipe.strategy == "scratch":
+        BASELINES.get_or_raise(recipe.scratch.baseline).check_size(recipe.image_size)
+    else:
+        BACKBONES.get_or_raise(recipe.backbone).check_size(recipe.image_size)
+        check_source(recipe.weights, recipe.backbone)
+
+
 def resolve_data(data, recipe, class_names=None):
     """The :class:`Splits` to train on and the recipe that says where they came from.
 
@@ -60,7 +78,8 @@ def resolve_data(data, recipe, class_names=None):
     if isinstance(data, Splits):
         return data, load_recipe(recipe, ["data.source=arrays"])
     if isinstance(data, (str, Path)):
-        recipe = load_recipe(recipe, overrides=["data.source=folder", f"data.path={data}"])
+        # absolute, so recipe.yaml repeats the run from any directory
+        recipe = load_recipe(recipe, overrides=["data.source=folder", f"data.path={Path(data).resolve()}"])
         return load_data(recipe.data, recipe.seed), recipe
     if isinstance(data, dict) and any(isinstance(split, tf.data.Dataset) for split in data.values()):
         return from_datasets(data, class_names), load_recipe(recipe, ["data.source=arrays"])
@@ -134,6 +153,7 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
         STRATEGIES.get_or_raise(recipe.strategy)
         if epochs is not None:
             recipe = load_recipe(recipe, [f"{recipe.strategy}.epochs={epochs}"])
+        check_buildable(recipe)
     distribution(recipe.distribute)  # made before any TensorFlow op runs (multiworker needs it); then reused
     splits, recipe = resolve_data(data, recipe, class_names)
     return run_resolved(recipe, splits, out=out, verbose=verbose, run_dir=run_dir if resume is not None else None)

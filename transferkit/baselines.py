@@ -40,6 +40,13 @@ class BaselineSpec:
     default_size: int
     description: str
 
+    def check_size(self, height, width=None):
+        """Raise a TransferkitError if ``height`` x ``width`` (square if no width) is below ``min_size``."""
+        width = height if width is None else width
+        if height < self.min_size or width < self.min_size:
+            raise TransferkitError(f"baseline '{self.name}' needs inputs of at least {self.min_size}x{self.min_size} "
+                                   f"pixels, got {height}x{width}")
+
 
 BASELINES = Registry("baseline")
 
@@ -98,12 +105,7 @@ def create_baseline(name, input_shape, num_classes):
         raise TransferkitError(
             f"baseline '{name}' needs a fixed input_shape (height, width, channels), got {tuple(input_shape)}"
         )
-    height, width = input_shape[0], input_shape[1]
-    if height < spec.min_size or width < spec.min_size:
-        raise TransferkitError(
-            f"baseline '{name}' needs inputs of at least {spec.min_size}x{spec.min_size} pixels, "
-            f"got {height}x{width}"
-        )
+    spec.check_size(input_shape[0], input_shape[1])
     return spec.builder(tuple(input_shape), num_classes)
 
 

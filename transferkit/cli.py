@@ -285,13 +285,14 @@ def visualize_filters(run_dir, layer, filters, steps, out):
 @click.argument("recipe")
 @click.option("--strategies", help="Comma-separated strategies (default: scratch and the three transfer ones).")
 @click.option("--backbones", help="Comma-separated backbones for the transfer strategies (default: the recipe's).")
+@click.option("--data", "data_path", help="A folder of images, one subfolder per class, instead of the recipe's data.")
 @click.option("--baselines", help="Comma-separated baselines for scratch (default: the recipe's).")
 @click.option("--out", default="runs", show_default=True, help="Parent folder of the runs and the report.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any recipe key.")
 @click.option("--quiet", is_flag=True, help="Print only the table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
 @_friendly
-def compare_command(recipe, strategies, backbones, baselines, out, overrides, quiet, as_json):
+def compare_command(recipe, strategies, backbones, data_path, baselines, out, overrides, quiet, as_json):
     """Run the strategies and baselines of RECIPE on identical splits; print a table and write a report.
 
     Runs that completed before with the same recipe and data are reused, not trained again.
@@ -301,7 +302,7 @@ def compare_command(recipe, strategies, backbones, baselines, out, overrides, qu
     from transferkit.compare import COLUMNS, compare
 
     def split(text):
-        return [part.strip() for part in text.split(",") if part.strip()] if text else None
+        return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
 
     def progress(i, total, label, row, reused):
         if quiet or as_json:
@@ -313,7 +314,8 @@ def compare_command(recipe, strategies, backbones, baselines, out, overrides, qu
                        f"{' (reused)' if reused else ''}", err=True)
 
     comparison = compare(recipe, strategies=split(strategies), backbones=split(backbones),
-                         baselines=split(baselines), out=out, overrides=overrides, progress=progress)
+                         baselines=split(baselines), out=out, overrides=overrides, data=data_path,
+                         progress=progress)
     if as_json:
         keys = [key for key, _ in COLUMNS] + ["run_dir", "reused"]
         click.echo(json.dumps([{k: row.get(k) for k in keys} for row in comparison.rows], indent=2))

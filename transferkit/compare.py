@@ -11,13 +11,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from transferkit.api import resolve_data, run_resolved
+from transferkit.api import check_buildable, resolve_data, run_resolved
 from transferkit.evaluation import plot_confusion
+from transferkit.errors import TransferkitError
 from transferkit.recipes import load_recipe
 from transferkit.runs import find_completed, read_history, run_key, save_figure, write_atomic
 from transferkit.strategies import STRATEGIES
 from transferkit.strategies.runtime import distribution
-from transferkit.weights import check_source
 
 DEFAULT_STRATEGIES = ("scratch", "feature_extraction", "frozen_augment", "finetune")
 COLUMNS = [("run", "run"), ("test_accuracy", "test acc"), ("best_val_accuracy", "best val acc"),
@@ -69,6 +69,9 @@ def plan(recipe, strategies=None, backbones=None, baselines=None):
         >>> [r.strategy for r in plan(load_recipe("demo"), ["scratch", "finetune"])]
         ['scratch', 'finetune']
     """
+    for what, names in (("strategies", strategies), ("backbones", backbones), ("baselines", baselines)):
+        if names is not None and not names:
+            raise TransferkitError(f"no {what} given; leave the option out for the default")
     variants = []
     for strategy in strategies or DEFAULT_STRATEGIES:
         STRATEGIES.get_or_raise(strategy)
@@ -76,9 +79,9 @@ def plan(recipe, strategies=None, backbones=None, baselines=None):
             variants += [load_recipe(recipe, [f"scratch.baseline={b}"], strategy="scratch")
                          for b in baselines or [recipe.scratch.baseline]]
         else:
-            for backbone in backbones or [recipe.backbone]:
-                check_source(recipe.weights, backbone)
-                variants.append(load_recipe(recipe, strategy=strategy, backbone=backbone))
+            variants += [load_recipe(recipe, strategy=strategy, backbone=b) for b in backbones or [recipe.backbone]]
+    for variant in variants:
+        check_buildable(variant)
     return variants
 
 

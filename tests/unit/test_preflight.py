@@ -1,0 +1,40 @@
+"""Mistakes in what to build are refused before any data is read, and leave no run folder behind."""
+import numpy as np
+import pytest
+from PIL import Image
+
+import transferkit
+from transferkit.errors import TransferkitError
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"backbone": "resnet"}, "did you mean 'resnet50'"),
+    ({"backbone": "resnet50"}, "'hed-bsds500' exist only for vgg16"),
+    ({"image_size": 16}, "below vgg16's minimum of 32"),
+    ({"strategy": "scratch", "overrides": ["scratch.baseline=alexnet"], "image_size": 32}, "at least 67x67"),
+    ({"strategy": "scratch", "overrides": ["scratch.baseline=lenet"]}, "did you mean 'lenet5'"),
+])
+def test_unbuildable_recipes_stop_before_the_data_is_read(tmp_path, kwargs, message):
+    with pytest.raises(TransferkitError, match=message):
+        transferkit.run("demo", data=tmp_path / "no such folder", out=tmp_path / "runs", verbose=0, **kwargs)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_compare_names_a_misspelt_backbone_and_refuses_empty_lists(tmp_path):
+    with pytest.raises(TransferkitError, match="unknown backbone 'resnet'"):
+        transferkit.compare("demo", ["finetune"], backbones=["resnet"], out=tmp_path)
+    with pytest.raises(TransferkitError, match="no strategies given"):
+        transferkit.compare("demo", [], out=tmp_path)
+
+
+def test_a_relative_data_folder_is_saved_absolute(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), np.uint8)).save(tmp_path / "photos" / name / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    result = transferkit.run("demo", strategy="feature_extraction", data="photos", out="runs", verbose=0, epochs=1,
+                             overrides=["image_size=32", "base_blocks=1", "head.units=8"])
+    assert result.recipe.data.path == str(tmp_path / "photos")
+    assert transferkit.load_recipe(str(result.run_dir / "recipe.yaml")).data.path == str(tmp_path / "photos")
