@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from transferkit.data.pipeline import resize
 from transferkit.errors import TransferkitError
@@ -198,9 +199,14 @@ def export_onnx(module, folder, samples):
         raise TransferkitError(f"--format onnx needs tf2onnx and onnxruntime (pip install "
                                f"'transferkit[onnx]'): {err}") from err
     tf2onnx.logging.set_level(tf2onnx.logging.ERROR)
-    spec = module.serve_resized.input_signature
+    # frozen first: tf2onnx's own freezing leaves constants a layer captured (EfficientNet's Normalization mean
+    # and variance) as graph inputs the ONNX model then demands
+    frozen = convert_variables_to_constants_v2(
+        module.serve_resized.get_concrete_function(*module.serve_resized.input_signature))
     try:
-        proto, _ = tf2onnx.convert.from_function(module.serve_resized, input_signature=spec, opset=17)
+        proto, _ = tf2onnx.convert.from_graph_def(
+            frozen.graph.as_graph_def(), input_names=[t.name for t in frozen.inputs],
+            output_names=[t.name for t in frozen.outputs], opset=17)
     except Exception as err:  # noqa: BLE001  (tf2onnx fails with anything; say it in one line)
         raise TransferkitError(f"tf2onnx could not convert the model: {str(err).splitlines()[0][:300]}") from err
     onnx.helper.set_model_props(proto, {"class_names": json.dumps(list(module.names)),

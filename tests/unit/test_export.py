@@ -300,3 +300,15 @@ def test_evaluate_notices_a_recipe_whose_data_are_not_what_the_run_saw(trained, 
     (copy / "recipe.yaml").write_text(recipe.replace("source: arrays", "source: sample"))  # 10 classes, not 2
     with pytest.raises(TransferkitError, match="not the data it was trained on .*: pass --data FOLDER"):
         evaluate_run(copy)
+
+
+def test_onnx_export_of_a_backbone_with_captured_constants(stripes, tmp_path):
+    """EfficientNet's Normalization layer holds its mean and variance as captured constants, which tf2onnx left
+    as graph inputs (onnxruntime: "Required inputs ... are missing"); the export freezes them first."""
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
+    run = transferkit.run("demo", strategy="feature_extraction", backbone="efficientnet_b0", weights="none",
+                          data=stripes, class_names=NAMES, out=tmp_path / "runs", epochs=1, verbose=0,
+                          overrides=["head.units=8", "base_blocks=1", "image_size=32"])
+    manifest = export(run.run_dir, "onnx", tmp_path / "onnx")
+    check_manifest(manifest, "onnx", 1e-3)
