@@ -45,6 +45,10 @@ class RunResult:
     recipe: Recipe
 
 
+# what a recipe records of data given in Python (per_class, which picks from the sample or tfds, does not apply)
+IN_PYTHON = ["data.source=arrays", "data.per_class=null"]
+
+
 def check_buildable(recipe):
     """Refuse, before any data is read, a recipe whose network cannot be built: an unknown backbone or
     baseline, weights the backbone cannot take, or an image size below the network's minimum.
@@ -76,15 +80,16 @@ def resolve_data(data, recipe, class_names=None):
             raise TransferkitError("this recipe's data were arrays given in Python: pass them again with data=...")
         return load_data(recipe.data, recipe.seed), recipe
     if isinstance(data, Splits):
-        return data, load_recipe(recipe, ["data.source=arrays"])
+        return data, load_recipe(recipe, IN_PYTHON)
     if isinstance(data, (str, Path)):
         # absolute, so recipe.yaml repeats the run from any directory
-        recipe = load_recipe(recipe, overrides=["data.source=folder", f"data.path={Path(data).resolve()}"])
+        folder = ["data.source=folder", f"data.path={Path(data).resolve()}", "data.per_class=null"]
+        recipe = load_recipe(recipe, overrides=folder)
         return load_data(recipe.data, recipe.seed), recipe
     if isinstance(data, dict) and any(isinstance(split, tf.data.Dataset) for split in data.values()):
-        return from_datasets(data, class_names), load_recipe(recipe, ["data.source=arrays"])
+        return from_datasets(data, class_names), load_recipe(recipe, IN_PYTHON)
     if isinstance(data, (ArraySplits, dict)):
-        return from_arrays(data, class_names), load_recipe(recipe, ["data.source=arrays"])
+        return from_arrays(data, class_names), load_recipe(recipe, IN_PYTHON)
     raise TransferkitError(f"data must be a folder path, a dict of splits or Splits; got {type(data).__name__}")
 
 

@@ -101,3 +101,22 @@ def test_cli_preview_writes_a_png(tmp_path):
     out = _run("data", "preview", "demo", "--out", str(tmp_path / "see.png"), "--n", "2")
     assert out.exit_code == 0, out.output
     assert (tmp_path / "see.png").read_bytes()[:4] == b"\x89PNG" and "see.png" in out.stdout
+
+
+def test_a_class_without_training_images_and_a_single_class_are_named_plainly(tmp_path):
+    _images(tmp_path / "two" / "a", 12, seed=1)
+    (tmp_path / "two" / "b").mkdir()
+    (tmp_path / "two" / "b" / "x.jpg").write_text("not an image")
+    problems = check_data(recipe_for(str(tmp_path / "two")).data).problems
+    assert any("classes without images: b in train" in p for p in problems)
+    assert not any("imbalance" in p for p in problems)  # no "infx"
+    _images(tmp_path / "one" / "a", 12, seed=2)
+    assert any("only 1 class" in p for p in check_data(recipe_for(str(tmp_path / "one")).data).problems)
+
+
+def test_a_missing_folder_or_a_file_is_not_called_a_recipe(tmp_path):
+    result = _run("data", "check", str(tmp_path / "nope" / "dir"))
+    assert result.exit_code == 2 and f"folder not found: {tmp_path / 'nope' / 'dir'}" in result.output
+    (tmp_path / "notes.py").write_text("")
+    result = _run("run", "demo", "--data", str(tmp_path / "notes.py"))
+    assert result.exit_code == 2 and "is a file" in result.output

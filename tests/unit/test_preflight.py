@@ -37,4 +37,5 @@ def test_a_relative_data_folder_is_saved_absolute(tmp_path, monkeypatch):
     result = transferkit.run("demo", strategy="feature_extraction", data="photos", out="runs", verbose=0, epochs=1,
                              overrides=["image_size=32", "base_blocks=1", "head.units=8"])
     assert result.recipe.data.path == str(tmp_path / "photos")
+    assert result.recipe.data.per_class is None  # the demo's pick from the sample does not apply to a folder
     assert transferkit.load_recipe(str(result.run_dir / "recipe.yaml")).data.path == str(tmp_path / "photos")

@@ -10,6 +10,7 @@ from transferkit.data.balance import balanced_weights
 from transferkit.data.folder import list_folder
 from transferkit.data.images import check_images
 from transferkit.data.sources import SPLIT_NAMES, label_counts, load_data
+from transferkit.errors import TransferkitError
 from transferkit.recipes import DataConfig, Recipe, load_recipe
 
 IMBALANCE_LIMIT = 1.5  # largest / smallest training class above this is reported
@@ -56,7 +57,9 @@ class DataReport:
         empty = [f"{c} in {s}" for s in SPLIT_NAMES for c, n in zip(self.class_names, self.counts[s]) if not n]
         if empty:
             found.append(f"classes without images: {', '.join(empty)}")
-        if self.imbalance > IMBALANCE_LIMIT:
+        if len(self.class_names) < 2:
+            found.append(f"only {len(self.class_names)} class: a classifier needs at least 2")
+        if self.imbalance > IMBALANCE_LIMIT and min(self.counts["train"]):  # an empty class is said above
             found.append(f"class imbalance {self.imbalance:.1f}x in train")
         return found
 
@@ -94,7 +97,7 @@ class DataReport:
             lines += ["  " + " = ".join(f"{s}: {name}" for s, name in group) for group in self.duplicates[:_SHOWN]]
             lines += _more(self.duplicates)
         weights = "  ".join(f"{c} {w:g}" for c, w in self.class_weights.items())
-        if self.imbalance > IMBALANCE_LIMIT:
+        if self.imbalance > IMBALANCE_LIMIT and min(self.counts["train"]):
             lines += ["", f"class imbalance in train: largest / smallest class {self.imbalance:.1f}x; "
                           f"set data.class_weight: auto, which weighs the classes",
                       f"  {weights}   (n_samples / (n_classes * count))"]
@@ -167,5 +170,7 @@ def recipe_for(source, overrides=(), data_dir=None):
     recipe = source
     if Path(source).is_dir():
         recipe = Recipe(name=Path(source).resolve().name, data=DataConfig(source="folder", path=str(source)))
+    elif "/" in str(source) and Path(source).suffix not in (".yaml", ".yml"):
+        raise TransferkitError(f"folder not found: {source}")
     overrides = [*overrides, f"data.data_dir={data_dir}"] if data_dir else list(overrides)
     return load_recipe(recipe, overrides)

@@ -74,6 +74,8 @@ def list_folder(config, seed):
     if not config.path:
         raise TransferkitError("data.source 'folder' needs data.path (or --data FOLDER)")
     root = Path(config.path).expanduser()
+    if root.is_file():
+        raise TransferkitError(f"data must be a folder of class subfolders; {root} is a file")
     if not root.is_dir():
         raise TransferkitError(f"data folder not found: {root}")
     split_dirs = _split_dirs(root)
