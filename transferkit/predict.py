@@ -18,8 +18,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-import transferkit.baselines  # noqa: F401  (registers LocalResponseNormalization for loading)
-import transferkit.layers  # noqa: F401  (registers Preprocess for loading)
+import transferkit.layers  # noqa: F401  (registers the layers saved models hold, for loading)
 from transferkit.data.images import check_bytes, pil_rgb
 from transferkit.data.pipeline import resize
 from transferkit.data.sources import rgb_uint8

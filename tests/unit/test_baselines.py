@@ -1,10 +1,15 @@
 """Tests for transferkit.baselines: sizes, parameter counts, errors, saving, and a tiny training run."""
+import json
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 
-from transferkit.baselines import BASELINES, BaselineSpec, LocalResponseNormalization, create_baseline
+from transferkit.baselines import BASELINES, BaselineSpec, create_baseline
 from transferkit.errors import TransferkitError
+from transferkit.layers import LocalResponseNormalization
 
 
 @pytest.mark.parametrize(
@@ -101,6 +106,33 @@ def test_alexnet_saves_and_loads_in_safe_mode(tmp_path):
         rtol=1e-6,
     )
     del model, loaded
+    keras.backend.clear_session()
+
+
+LOAD_CHILD = """
+import json, sys
+import numpy as np, keras
+import transferkit.layers  # the only transferkit import a user needs to load a model
+model = keras.saving.load_model(sys.argv[1], safe_mode=True)
+print(json.dumps({"probabilities": model.predict(np.load(sys.argv[2]), verbose=0).tolist(),
+                  "modules": sorted(name for name in sys.modules if name.startswith("transferkit"))}))
+"""
+
+
+def test_alexnet_loads_in_a_fresh_process_that_imports_only_transferkit_layers(tmp_path):
+    size = BASELINES["alexnet"].min_size
+    model = create_baseline("alexnet", (size, size, 3), num_classes=2)
+    x = np.random.default_rng(4).uniform(0, 1, size=(2, size, size, 3)).astype("float32")
+    model.save(tmp_path / "alexnet.keras")
+    np.save(tmp_path / "x.npy", x)
+    out = subprocess.run([sys.executable, "-c", LOAD_CHILD, str(tmp_path / "alexnet.keras"), str(tmp_path / "x.npy")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    answer = json.loads(out.stdout.strip().splitlines()[-1])
+    assert answer["modules"] == ["transferkit", "transferkit.layers"]
+    np.testing.assert_allclose(answer["probabilities"], keras.ops.convert_to_numpy(model(x, training=False)),
+                               rtol=1e-5)
+    del model
     keras.backend.clear_session()
 
 
