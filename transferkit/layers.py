@@ -57,7 +57,9 @@ class LocalResponseNormalization(keras.layers.Layer):
     """Cross-channel local response normalization (AlexNet paper, section 3.3).
 
     ``b = a / (bias + alpha * sum(a_j ** 2 over the 2 * depth_radius + 1 nearest channels)) ** beta``;
-    the defaults are the paper's k=2, n=5, alpha=1e-4, beta=0.75.
+    the defaults are the paper's k=2, n=5, alpha=1e-4, beta=0.75. It computes in float32 under any dtype
+    policy and returns the policy's compute dtype: TensorFlow has no bfloat16 CPU kernel for it, and in
+    float16 the squares of activations above 256 overflow.
 
     Example:
         >>> x = keras.Input((55, 55, 96))
@@ -73,9 +75,11 @@ class LocalResponseNormalization(keras.layers.Layer):
         self.beta = beta
 
     def call(self, inputs):
-        return tf.nn.local_response_normalization(
-            inputs, depth_radius=self.depth_radius, bias=self.bias, alpha=self.alpha, beta=self.beta
+        outputs = tf.nn.local_response_normalization(
+            ops.cast(inputs, "float32"), depth_radius=self.depth_radius, bias=self.bias, alpha=self.alpha,
+            beta=self.beta,
         )
+        return ops.cast(outputs, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -10,6 +10,7 @@ import pytest
 from transferkit.baselines import BASELINES, BaselineSpec, create_baseline
 from transferkit.errors import TransferkitError
 from transferkit.layers import LocalResponseNormalization
+from transferkit.strategies.runtime import precision
 
 
 @pytest.mark.parametrize(
@@ -84,6 +85,18 @@ def test_lrn_matches_the_alexnet_formula():
         window = x[..., max(0, c - 2): c + 3]
         expected[..., c] = x[..., c] / (2.0 + 1e-1 * (window**2).sum(axis=-1)) ** 0.75
     np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_lrn_computes_in_float32_under_mixed_precision(policy):
+    # TensorFlow has no bfloat16 CPU kernel for LRN, and in float16 the squares of activations above 256 overflow
+    x = np.random.default_rng(3).uniform(0, 400, size=(2, 3, 3, 8)).astype("float32")
+    expected = keras.ops.convert_to_numpy(LocalResponseNormalization()(x))
+    with precision(policy):
+        layer = LocalResponseNormalization()
+        got = layer(x)
+    assert keras.backend.standardize_dtype(got.dtype) == layer.compute_dtype != "float32"  # the next layer's dtype
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.cast(got, "float32")), expected, rtol=1e-2)
 
 
 def test_lrn_config_round_trips():
