@@ -1,6 +1,7 @@
 """The package's API as a user meets it: names reachable from ``import transferkit``, forgiving arguments."""
 import pytest
 
+import transferkit
 from transferkit.catalog import catalog
 from transferkit.errors import TransferkitError
 
@@ -11,3 +12,12 @@ def test_catalog_refuses_an_unknown_kind_naming_the_valid_ones():
         catalog("backbone")
     assert dict(catalog("weights"))["none"] == "random initialisation"
     assert "vgg16" in dict(catalog("backbones")) and "lenet5" in dict(catalog("baselines"))
+
+
+def test_one_override_string_is_one_override(tmp_path, stripes):
+    assert transferkit.load_recipe("demo", overrides="head.units=64").head.units == 64
+    with pytest.raises(TransferkitError, match=r"unknown key 'head\.unitz' in head \(did you mean 'units'\?\)"):
+        transferkit.run("demo", overrides="head.unitz=64", data_dir=tmp_path, out=tmp_path)
+    result = transferkit.run("demo", strategy="scratch", overrides="scratch.baseline=lenet5", image_size=32, epochs=1,
+                             data=stripes, class_names=["horizontal", "vertical"], out=tmp_path / "runs", verbose=0)
+    assert result.recipe.scratch.baseline == result.metrics["baseline"] == "lenet5"
