@@ -16,7 +16,7 @@ import transferkit
 from transferkit.data.pipeline import resize
 from transferkit.errors import TransferkitError
 from transferkit.evaluation import classification_report, evaluate_run
-from transferkit.export import export
+from transferkit.exporters import export
 from transferkit.predict import TTA_VIEWS, load, read_image, tta_views
 
 NAMES = ["horizontal", "vertical"]
@@ -173,7 +173,7 @@ def test_an_export_that_disagrees_fails_loudly_and_leaves_nothing(trained, tmp_p
         bias.assign(bias.numpy() + np.array([0.5, -0.5]))
         return model
 
-    monkeypatch.setattr("transferkit.export.load_keras_model", broken_reload)
+    monkeypatch.setattr("transferkit.exporters.load_keras_model", broken_reload)
     with pytest.raises(TransferkitError, match="keras export disagrees with the in-memory model"):
         export(trained.run_dir, "keras", tmp_path / "out" / "keras")
     assert list((tmp_path / "out").iterdir()) == []
