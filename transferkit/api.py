@@ -117,7 +117,7 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
     Example:
         >>> result = transferkit.run("demo", strategy="finetune", epochs=2)
         >>> sorted(p.name for p in result.run_dir.iterdir())[:3]
-        ['curves.png', 'history.csv', 'metrics.json']
+        ['confusion.png', 'curves.png', 'history.csv']
     """
     if resume is not None:
         run_dir, recipe = _resumable(resume)

@@ -1,8 +1,5 @@
-"""Evaluate a run directory: accuracy, per-class precision and recall, a confusion matrix, with
-test-time augmentation.
-
-(Named ``evaluation``, not ``evaluate``: a ``transferkit.evaluate`` submodule would shadow the
-``transferkit.evaluate`` function of the package's API once imported.)
+"""Evaluate a run directory with :func:`evaluate_run` (what ``transferkit evaluate`` calls): accuracy,
+per-class precision and recall, a confusion matrix, with test-time augmentation.
 
 Example:
     >>> report = evaluate_run("runs/demo-feature_extraction-20261123-171500", tta=6)
