@@ -3,6 +3,7 @@
 Each export format is reloaded in a fresh process with its own runtime and compared with the in-memory model.
 """
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -209,6 +210,23 @@ def test_load_predicts_paths_pil_images_and_arrays_the_same_from_a_run_and_a_sav
     assert [name for name, _ in top[0]] == [NAMES[i] for i in np.argsort(-expected[0])]
     assert top[0][0][1] == pytest.approx(expected[0].max())
     assert predictor.predict(other[0]).shape == (1, 2)  # one image, not a list
+
+
+def test_predict_reads_a_3d_array_as_a_gray_batch_and_top_k_one_vector(trained, images):
+    _, _, other = images
+    gray = other[..., 0]  # (8, 45, 37): eight gray images
+    predictor = load(trained.run_dir)
+    probabilities = predictor.predict(gray)
+    assert probabilities.shape == (8, 2)
+    np.testing.assert_allclose(probabilities, in_memory(trained, [np.repeat(g[..., None], 3, -1) for g in gray]),
+                               atol=1e-4)
+    assert predictor.top_k(probabilities[0], k=2) == predictor.top_k(probabilities[:1], k=2)  # one vector, one image
+    assert predictor.predict(other[0]).shape == predictor.predict(other[0][..., :1]).shape == (1, 2)  # HxWx3, HxWx1
+    for shape in [(45, 37, 2), (8, 45, 37, 2), (2, 8, 45, 37, 3)]:
+        with pytest.raises(TransferkitError, match=re.escape(f"got shape {shape}")):
+            predictor.predict(np.zeros(shape, np.uint8))
+    with pytest.raises(TransferkitError, match=re.escape("got shape (45, 37, 2)")):
+        read_image(np.zeros((45, 37, 2), np.uint8))
 
 
 def test_read_image_names_the_unreadable_file(tmp_path):
