@@ -18,12 +18,15 @@ _EXPORTS = {
     "from_datasets": "transferkit.data.datasets",
     "load_data": "transferkit.data.sources", "TransferkitError": "transferkit.errors",
     "Recipe": "transferkit.recipes", "list_recipes": "transferkit.recipes", "load_recipe": "transferkit.recipes",
-    "load": "transferkit.predict",
+    "load": "transferkit.predict", "export": "transferkit.exporters",
 }
-__all__ = sorted(_EXPORTS)
+_SUBMODULES = ("explain",)  # reached as modules: transferkit.explain.grad_cam(model, image)
+__all__ = sorted([*_EXPORTS, *_SUBMODULES])
 
 
 def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"transferkit.{name}")
     if name not in _EXPORTS:
         raise AttributeError(f"module 'transferkit' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)

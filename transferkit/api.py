@@ -139,7 +139,7 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
             ``tf.data`` datasets ``{"train": ds, "val": ds, "test": ds}``, or :class:`Splits`.
         data_dir: where prepared tfds data lives (``data.data_dir``).
         out: the parent folder of run directories.
-        overrides: ``"key.sub=value"`` strings, as ``--set`` takes them.
+        overrides: ``"key.sub=value"`` strings, as ``--set`` takes them (a list, or one string).
         resume: a run directory whose run stopped (killed, interrupted, failed): it continues from its last
             completed epoch, stage included, with the recipe saved there (other arguments but ``data`` ignored).
         verbose: Keras verbosity (0 silent, 1 progress bars, 2 one line per epoch).
@@ -147,14 +147,15 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
     Example:
         >>> result = transferkit.run("demo", strategy="finetune", epochs=2)
         >>> sorted(p.name for p in result.run_dir.iterdir())[:3]
-        ['curves.png', 'history.csv', 'metrics.json']
+        ['confusion.png', 'curves.png', 'history.csv']
     """
     if resume is not None:
         run_dir, recipe = _resumable(resume)
     else:
-        overrides = list(overrides) + ([f"data.data_dir={data_dir}"] if data_dir is not None else [])
         recipe = load_recipe(recipe, overrides, strategy=strategy, backbone=backbone, weights=weights,
                              image_size=image_size)
+        if data_dir is not None:
+            recipe = load_recipe(recipe, [f"data.data_dir={data_dir}"])
         STRATEGIES.get_or_raise(recipe.strategy)
         if epochs is not None:
             recipe = load_recipe(recipe, [f"{recipe.strategy}.epochs={epochs}"])

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import keras
-import tensorflow as tf
 from keras import layers
 
 from transferkit.errors import TransferkitError
+from transferkit.layers import LocalResponseNormalization
 from transferkit.registry import Registry
 
 
@@ -49,44 +49,6 @@ class BaselineSpec:
 
 
 BASELINES = Registry("baseline")
-
-
-@keras.saving.register_keras_serializable(package="transferkit")
-class LocalResponseNormalization(layers.Layer):
-    """Cross-channel local response normalization (AlexNet paper, section 3.3).
-
-    ``b = a / (bias + alpha * sum(a_j ** 2 over the 2 * depth_radius + 1 nearest channels)) ** beta``;
-    the defaults are the paper's k=2, n=5, alpha=1e-4, beta=0.75.
-
-    Example:
-        >>> x = keras.Input((55, 55, 96))
-        >>> LocalResponseNormalization()(x).shape
-        (None, 55, 55, 96)
-    """
-
-    def __init__(self, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75, **kwargs):
-        super().__init__(**kwargs)
-        self.depth_radius = depth_radius
-        self.bias = bias
-        self.alpha = alpha
-        self.beta = beta
-
-    def call(self, inputs):
-        return tf.nn.local_response_normalization(
-            inputs, depth_radius=self.depth_radius, bias=self.bias, alpha=self.alpha, beta=self.beta
-        )
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "depth_radius": self.depth_radius,
-            "bias": self.bias,
-            "alpha": self.alpha,
-            "beta": self.beta,
-        }
 
 
 def create_baseline(name, input_shape, num_classes):

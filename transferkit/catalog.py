@@ -2,6 +2,7 @@
 from transferkit.backbones import BACKBONES
 from transferkit.baselines import BASELINES
 from transferkit.recipes import list_recipes, load_recipe
+from transferkit.registry import Registry
 from transferkit.strategies import STRATEGIES
 
 WEIGHT_SOURCES = [
@@ -12,24 +13,46 @@ WEIGHT_SOURCES = [
 ]
 
 
+KINDS = Registry("catalog")
+
+
 def _first_line(text):
     return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+@KINDS.register("backbones")
+def _backbones():
+    return [(n, f"{s.description}; preprocess {s.preprocess}, min {s.min_size}px, {len(s.block_ends)} blocks")
+            for n, s in BACKBONES.items()]
+
+
+@KINDS.register("baselines")
+def _baselines():
+    return [(n, s.description) for n, s in BASELINES.items()]
+
+
+@KINDS.register("strategies")
+def _strategies():
+    return [(n, _first_line(f.__doc__)) for n, f in STRATEGIES.items()]
+
+
+@KINDS.register("recipes")
+def _recipes():
+    return [(n, load_recipe(n).description) for n in list_recipes()]
+
+
+@KINDS.register("weights")
+def _weights():
+    return list(WEIGHT_SOURCES)
 
 
 def catalog(what):
     """``(name, description)`` pairs for ``backbones``, ``baselines``, ``strategies``, ``recipes`` or ``weights``.
 
+    Any other ``what`` raises a :class:`TransferkitError` naming the valid ones.
+
     Example:
         >>> dict(catalog("weights"))["none"]
         'random initialisation'
     """
-    if what == "backbones":
-        return [(n, f"{s.description}; preprocess {s.preprocess}, min {s.min_size}px, {len(s.block_ends)} blocks")
-                for n, s in BACKBONES.items()]
-    if what == "baselines":
-        return [(n, s.description) for n, s in BASELINES.items()]
-    if what == "strategies":
-        return [(n, _first_line(f.__doc__)) for n, f in STRATEGIES.items()]
-    if what == "recipes":
-        return [(n, load_recipe(n).description) for n in list_recipes()]
-    return list(WEIGHT_SOURCES)
+    return KINDS.get_or_raise(what)()

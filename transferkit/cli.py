@@ -122,7 +122,7 @@ def list_(what):
 @_friendly
 def export_(run_dir, format_, out):
     """Export the model of RUN_DIR, reload it and check it predicts as the in-memory model does."""
-    from transferkit.export import export
+    from transferkit.exporters import export
 
     manifest = export(run_dir, format_, out)
     parity = manifest["parity"]

@@ -1,8 +1,5 @@
-"""Evaluate a run directory: accuracy, per-class precision and recall, a confusion matrix, with
-test-time augmentation.
-
-(Named ``evaluation``, not ``evaluate``: a ``transferkit.evaluate`` submodule would shadow the
-``transferkit.evaluate`` function of the package's API once imported.)
+"""Evaluate a run directory with :func:`evaluate_run` (what ``transferkit evaluate`` calls): accuracy,
+per-class precision and recall, a confusion matrix, with test-time augmentation.
 
 Example:
     >>> report = evaluate_run("runs/demo-feature_extraction-20261123-171500", tta=6)
@@ -88,18 +85,22 @@ def _folder_data(folder, class_names):
     return files_dataset(pairs), f"folder {root}"
 
 
+# evaluate_run is called from Python and by ``transferkit evaluate``: name both ways of giving it a folder
+_PASS_FOLDER = "pass a folder of class subfolders: data=FOLDER in Python, --data FOLDER on the command line"
+
+
 def _recipe_test_split(run_dir, metrics_names, counts):
     recipe = load_recipe(str(run_dir / "recipe.yaml"))
     if recipe.data.source == "arrays":
         raise TransferkitError(f"{run_dir.name} was trained on arrays given in Python, which its recipe cannot "
-                               f"re-load: pass --data FOLDER")
+                               f"re-load: {_PASS_FOLDER}")
     try:
         splits = load_data(recipe.data, recipe.seed)
     except TransferkitError as err:
-        raise TransferkitError(f"{err}; pass --data FOLDER to evaluate on a folder of images") from err
+        raise TransferkitError(f"{err}; to evaluate on other images, {_PASS_FOLDER}") from err
     if splits.class_names != metrics_names or splits.counts != counts:
         raise TransferkitError(f"the data {run_dir.name}'s recipe loads now are not the data it was trained on "
-                               f"(other classes or counts): pass --data FOLDER")
+                               f"(other classes or counts): {_PASS_FOLDER}")
     return splits.datasets["test"], f"test split of recipe '{recipe.name}' ({recipe.data.source})"
 
 

@@ -1,5 +1,14 @@
-"""Custom Keras layers that travel inside saved models (registered, serializable, no Lambda)."""
+"""Custom Keras layers that travel inside saved models (registered, serializable, no Lambda).
+
+Every custom layer a transferkit model can hold is here, so ``import transferkit.layers`` is all it takes
+to load a ``.keras`` file.
+
+Example:
+    >>> import transferkit.layers
+    >>> model = keras.saving.load_model("runs/demo-scratch-20261123-171500/model.keras", safe_mode=True)
+"""
 import keras
+import tensorflow as tf
 from keras import ops
 
 # Per-channel ImageNet statistics in RGB order on the 0-255 scale: caffe's mean, and torch's mean and std.
@@ -41,3 +50,45 @@ class Preprocess(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="transferkit")
+class LocalResponseNormalization(keras.layers.Layer):
+    """Cross-channel local response normalization (AlexNet paper, section 3.3).
+
+    ``b = a / (bias + alpha * sum(a_j ** 2 over the 2 * depth_radius + 1 nearest channels)) ** beta``;
+    the defaults are the paper's k=2, n=5, alpha=1e-4, beta=0.75. It computes in float32 under any dtype
+    policy and returns the policy's compute dtype: TensorFlow has no bfloat16 CPU kernel for it, and in
+    float16 the squares of activations above 256 overflow.
+
+    Example:
+        >>> x = keras.Input((55, 55, 96))
+        >>> LocalResponseNormalization()(x).shape
+        (None, 55, 55, 96)
+    """
+
+    def __init__(self, depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75, **kwargs):
+        super().__init__(**kwargs)
+        self.depth_radius = depth_radius
+        self.bias = bias
+        self.alpha = alpha
+        self.beta = beta
+
+    def call(self, inputs):
+        outputs = tf.nn.local_response_normalization(
+            ops.cast(inputs, "float32"), depth_radius=self.depth_radius, bias=self.bias, alpha=self.alpha,
+            beta=self.beta,
+        )
+        return ops.cast(outputs, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "depth_radius": self.depth_radius,
+            "bias": self.bias,
+            "alpha": self.alpha,
+            "beta": self.beta,
+        }

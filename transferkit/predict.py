@@ -18,8 +18,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-import transferkit.baselines  # noqa: F401  (registers LocalResponseNormalization for loading)
-import transferkit.layers  # noqa: F401  (registers Preprocess for loading)
+import transferkit.layers  # noqa: F401  (registers the layers saved models hold, for loading)
 from transferkit.data.images import check_bytes, pil_rgb
 from transferkit.data.pipeline import resize
 from transferkit.data.sources import rgb_uint8
@@ -55,15 +54,27 @@ def read_image(image):
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
     array = np.asarray(image)
-    if array.ndim not in (2, 3):
-        raise TransferkitError(f"an image array must be (H, W) or (H, W, channels); got shape {array.shape}")
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4))):
+        raise TransferkitError(f"an image array must be (H, W) or (H, W, 1|3|4); got shape {array.shape}")
     return rgb_uint8(array[np.newaxis])[0]
 
 
 def _as_list(images):
-    if isinstance(images, (str, Path, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim < 4):
+    """``images`` as a list of single images.
+
+    An array is one image if it is (H, W) or (H, W, C) with C <= 4 (channels), a batch if it is (N, H, W)
+    (gray images W > 4 pixels wide) or (N, H, W, 1|3|4).
+    """
+    if isinstance(images, (str, Path, Image.Image)):
         return [images]
-    return list(images)
+    if not isinstance(images, np.ndarray):
+        return list(images)
+    if images.ndim == 2 or (images.ndim == 3 and images.shape[-1] <= 4):
+        return [images]
+    if images.ndim == 3 or (images.ndim == 4 and images.shape[-1] in (1, 3, 4)):
+        return list(images)
+    raise TransferkitError(f"image arrays must be one image (H, W) or (H, W, 1|3|4), or a batch (N, H, W) or "
+                           f"(N, H, W, 1|3|4); got shape {images.shape}")
 
 
 def view_names(n=1, flips=True):
@@ -135,6 +146,9 @@ class Predictor:
     def predict(self, images, batch_size=32):
         """Probabilities (N, classes) for images: paths, PIL images or arrays of any size (a list, or one).
 
+        An array (H, W) or (H, W, 1|3|4) is one image; (N, H, W, 1|3|4) is a batch, and so is (N, H, W) when
+        its last axis is more than 4 long (too long for channels): N gray images.
+
         Example:
             >>> predictor.predict(["a.jpg", "b.png"]).shape
             (2, 10)
@@ -145,13 +159,15 @@ class Predictor:
         return self._predict(arrays, batch_size)
 
     def top_k(self, probabilities, k=1):
-        """The ``k`` most likely ``(class name, probability)`` pairs of each row of ``probabilities``.
+        """The ``k`` most likely ``(class name, probability)`` pairs of each row of ``probabilities``
+        (N, classes); one vector (classes,) counts as one row.
 
         Example:
             >>> predictor.top_k(predictor.predict("boot.png"), k=2)
             [[('ankle_boot', 0.97), ('sneaker', 0.02)]]
         """
-        order = np.argsort(-np.asarray(probabilities), axis=1, kind="stable")[:, :k]
+        probabilities = np.atleast_2d(probabilities)
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
         return [[(self.class_names[i], float(row[i])) for i in top] for row, top in zip(probabilities, order)]
 
     def _predict(self, arrays, batch_size):

@@ -254,12 +254,14 @@ def recipe_from_dict(data):
 def load_recipe(name_or_path, overrides=(), **fields):
     """Load a recipe by shipped name or path, apply ``--set`` style overrides and top-level fields.
 
+    ``overrides`` is a list of ``"key.sub=value"`` strings, or one such string.
+
     Example:
-        >>> load_recipe("demo", strategy="feature_extraction").strategy
+        >>> load_recipe("demo", overrides="head.units=64", strategy="feature_extraction").strategy
         'feature_extraction'
     """
     data = name_or_path.model_dump() if isinstance(name_or_path, Recipe) else _read(name_or_path)
-    for assignment in overrides:
+    for assignment in [overrides] if isinstance(overrides, str) else overrides:
         apply_override(data, assignment)
     data.update({key: value for key, value in fields.items() if value is not None})
     return recipe_from_dict(data)

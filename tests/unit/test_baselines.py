@@ -1,10 +1,16 @@
 """Tests for transferkit.baselines: sizes, parameter counts, errors, saving, and a tiny training run."""
+import json
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 
-from transferkit.baselines import BASELINES, BaselineSpec, LocalResponseNormalization, create_baseline
+from transferkit.baselines import BASELINES, BaselineSpec, create_baseline
 from transferkit.errors import TransferkitError
+from transferkit.layers import LocalResponseNormalization
+from transferkit.strategies.runtime import precision
 
 
 @pytest.mark.parametrize(
@@ -81,6 +87,18 @@ def test_lrn_matches_the_alexnet_formula():
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_lrn_computes_in_float32_under_mixed_precision(policy):
+    # TensorFlow has no bfloat16 CPU kernel for LRN, and in float16 the squares of activations above 256 overflow
+    x = np.random.default_rng(3).uniform(0, 400, size=(2, 3, 3, 8)).astype("float32")
+    expected = keras.ops.convert_to_numpy(LocalResponseNormalization()(x))
+    with precision(policy):
+        layer = LocalResponseNormalization()
+        got = layer(x)
+    assert keras.backend.standardize_dtype(got.dtype) == layer.compute_dtype != "float32"  # the next layer's dtype
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.cast(got, "float32")), expected, rtol=1e-2)
+
+
 def test_lrn_config_round_trips():
     layer = LocalResponseNormalization(depth_radius=3, bias=1.0, alpha=2e-4, beta=0.5, name="lrn")
     clone = LocalResponseNormalization.from_config(layer.get_config())
@@ -101,6 +119,33 @@ def test_alexnet_saves_and_loads_in_safe_mode(tmp_path):
         rtol=1e-6,
     )
     del model, loaded
+    keras.backend.clear_session()
+
+
+LOAD_CHILD = """
+import json, sys
+import numpy as np, keras
+import transferkit.layers  # the only transferkit import a user needs to load a model
+model = keras.saving.load_model(sys.argv[1], safe_mode=True)
+print(json.dumps({"probabilities": model.predict(np.load(sys.argv[2]), verbose=0).tolist(),
+                  "modules": sorted(name for name in sys.modules if name.startswith("transferkit"))}))
+"""
+
+
+def test_alexnet_loads_in_a_fresh_process_that_imports_only_transferkit_layers(tmp_path):
+    size = BASELINES["alexnet"].min_size
+    model = create_baseline("alexnet", (size, size, 3), num_classes=2)
+    x = np.random.default_rng(4).uniform(0, 1, size=(2, size, size, 3)).astype("float32")
+    model.save(tmp_path / "alexnet.keras")
+    np.save(tmp_path / "x.npy", x)
+    out = subprocess.run([sys.executable, "-c", LOAD_CHILD, str(tmp_path / "alexnet.keras"), str(tmp_path / "x.npy")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    answer = json.loads(out.stdout.strip().splitlines()[-1])
+    assert answer["modules"] == ["transferkit", "transferkit.layers"]
+    np.testing.assert_allclose(answer["probabilities"], keras.ops.convert_to_numpy(model(x, training=False)),
+                               rtol=1e-5)
+    del model
     keras.backend.clear_session()
 
 

@@ -3,6 +3,7 @@
 Each export format is reloaded in a fresh process with its own runtime and compared with the in-memory model.
 """
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import transferkit
 from transferkit.data.pipeline import resize
 from transferkit.errors import TransferkitError
 from transferkit.evaluation import classification_report, evaluate_run
-from transferkit.export import export
+from transferkit.exporters import export
 from transferkit.predict import TTA_VIEWS, load, read_image, tta_views
 
 NAMES = ["horizontal", "vertical"]
@@ -173,7 +174,7 @@ def test_an_export_that_disagrees_fails_loudly_and_leaves_nothing(trained, tmp_p
         bias.assign(bias.numpy() + np.array([0.5, -0.5]))
         return model
 
-    monkeypatch.setattr("transferkit.export.load_keras_model", broken_reload)
+    monkeypatch.setattr("transferkit.exporters.load_keras_model", broken_reload)
     with pytest.raises(TransferkitError, match="keras export disagrees with the in-memory model"):
         export(trained.run_dir, "keras", tmp_path / "out" / "keras")
     assert list((tmp_path / "out").iterdir()) == []
@@ -209,6 +210,23 @@ def test_load_predicts_paths_pil_images_and_arrays_the_same_from_a_run_and_a_sav
     assert [name for name, _ in top[0]] == [NAMES[i] for i in np.argsort(-expected[0])]
     assert top[0][0][1] == pytest.approx(expected[0].max())
     assert predictor.predict(other[0]).shape == (1, 2)  # one image, not a list
+
+
+def test_predict_reads_a_3d_array_as_a_gray_batch_and_top_k_one_vector(trained, images):
+    _, _, other = images
+    gray = other[..., 0]  # (8, 45, 37): eight gray images
+    predictor = load(trained.run_dir)
+    probabilities = predictor.predict(gray)
+    assert probabilities.shape == (8, 2)
+    np.testing.assert_allclose(probabilities, in_memory(trained, [np.repeat(g[..., None], 3, -1) for g in gray]),
+                               atol=1e-4)
+    assert predictor.top_k(probabilities[0], k=2) == predictor.top_k(probabilities[:1], k=2)  # one vector, one image
+    assert predictor.predict(other[0]).shape == predictor.predict(other[0][..., :1]).shape == (1, 2)  # HxWx3, HxWx1
+    for shape in [(45, 37, 2), (8, 45, 37, 2), (2, 8, 45, 37, 3)]:
+        with pytest.raises(TransferkitError, match=re.escape(f"got shape {shape}")):
+            predictor.predict(np.zeros(shape, np.uint8))
+    with pytest.raises(TransferkitError, match=re.escape("got shape (45, 37, 2)")):
+        read_image(np.zeros((45, 37, 2), np.uint8))
 
 
 def test_read_image_names_the_unreadable_file(tmp_path):
@@ -266,7 +284,7 @@ def _folder(root, images, labels, names=NAMES):
 def test_evaluate_a_folder_with_and_without_test_time_augmentation(trained, stripes, tmp_path):
     x, y = stripes["test"]
     folder = _folder(tmp_path / "photos", x, y)
-    with pytest.raises(TransferkitError, match="trained on arrays given in Python, which its recipe cannot re-load: pass --data FOLDER"):
+    with pytest.raises(TransferkitError, match=r"trained on arrays given in Python, which its recipe cannot re-load: pass .*data=FOLDER.*--data FOLDER"):
         evaluate_run(trained.run_dir)
     plain = evaluate_run(trained.run_dir, data=folder, out=tmp_path / "plain")
     expected = in_memory(trained, x).argmax(axis=1)
@@ -298,7 +316,7 @@ def test_evaluate_notices_a_recipe_whose_data_are_not_what_the_run_saw(trained, 
     copy = shutil.copytree(trained.run_dir, tmp_path / "run")
     recipe = (copy / "recipe.yaml").read_text()
     (copy / "recipe.yaml").write_text(recipe.replace("source: arrays", "source: sample"))  # 10 classes, not 2
-    with pytest.raises(TransferkitError, match="not the data it was trained on .*: pass --data FOLDER"):
+    with pytest.raises(TransferkitError, match=r"not the data it was trained on .*: pass .*data=FOLDER.*--data FOLDER"):
         evaluate_run(copy)
 
 

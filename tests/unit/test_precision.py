@@ -73,6 +73,14 @@ def test_a_mixed_bfloat16_run_learns_and_saves_a_float32_model(tmp_path, stripes
     assert extracted.metrics["feature_cache_hits"] == 0 and extracted.metrics["test_accuracy"] >= 0.75
 
 
+def test_alexnet_trains_from_scratch_under_mixed_bfloat16(tmp_path, stripes):
+    # its LocalResponseNormalization has no bfloat16 kernel on CPU; the layer computes in float32
+    result = _run(tmp_path, stripes, "mixed_precision=mixed_bfloat16", "scratch.baseline=alexnet", strategy="scratch",
+                  epochs=1, image_size=67)
+    assert result.metrics["precision"] == "mixed_bfloat16" and result.metrics["baseline"] == "alexnet"
+    assert np.isfinite(result.history[-1]["loss"]) and np.isfinite(result.metrics["test_loss"])
+
+
 def test_a_jit_compiled_run_learns(tmp_path, stripes):
     # XLA compiles VGG16's training step in minutes on 2 cores: the small convnet keeps this test short
     result = _run(tmp_path, stripes, "jit_compile=true", "scratch.learning_rate=0.003", strategy="scratch", epochs=6)

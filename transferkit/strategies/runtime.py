@@ -104,8 +104,7 @@ def float32_model(model, rebuild=False):
     """
     if model is None or not (rebuild or is_mixed(model)):
         return model
-    import transferkit.layers  # noqa: F401  (registers Preprocess)
-    import transferkit.baselines  # noqa: F401  (registers LocalResponseNormalization)
+    import transferkit.layers  # noqa: F401  (registers Preprocess and LocalResponseNormalization)
 
     config = _float32_config(keras.saving.serialize_keras_object(model))
     with precision("float32"):

@@ -4,8 +4,11 @@ Every export is written to a staging folder, reloaded with its own runtime and c
 in-memory model on sample images; only an artifact within tolerance replaces ``out``, with an
 ``export.json`` manifest (format, files, class names, image size, the measured difference).
 
+(Named ``exporters``, not ``export``: a ``transferkit.export`` submodule, once imported, would hide the
+:func:`export` function that ``import transferkit`` offers as ``transferkit.export``.)
+
 Example:
-    >>> manifest = export("runs/demo-finetune-20261123-171500", "savedmodel")
+    >>> manifest = transferkit.export("runs/demo-finetune-20261123-171500", "savedmodel")
     >>> manifest["parity"]["max_abs_diff"] <= 1e-4
     True
 """

@@ -1,0 +1,45 @@
+"""The package's API as a user meets it: names reachable from ``import transferkit``, forgiving arguments."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+import transferkit
+from transferkit.catalog import catalog
+from transferkit.errors import TransferkitError
+
+NAMES_CHILD = """
+import json, sys
+import transferkit
+grad_cam, export = transferkit.explain.grad_cam, transferkit.export
+import transferkit.exporters  # importing the module does not hide the function
+print(json.dumps({"grad_cam": f"{grad_cam.__module__}.{grad_cam.__name__}",
+                  "export": f"{export.__module__}.{export.__name__}", "still": transferkit.export is export,
+                  "listed": [name for name in ("explain", "export") if name in dir(transferkit)]}))
+"""
+
+
+def test_grad_cam_and_export_are_reachable_from_import_transferkit_alone():
+    out = subprocess.run([sys.executable, "-c", NAMES_CHILD], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "grad_cam": "transferkit.explain.grad_cam", "export": "transferkit.exporters.export", "still": True,
+        "listed": ["explain", "export"]}
+
+
+def test_catalog_refuses_an_unknown_kind_naming_the_valid_ones():
+    with pytest.raises(TransferkitError, match=r"^unknown catalog 'backbone' \(did you mean 'backbones'\?\); "
+                                               r"choose one of: backbones, baselines, recipes, strategies, weights$"):
+        catalog("backbone")
+    assert dict(catalog("weights"))["none"] == "random initialisation"
+    assert "vgg16" in dict(catalog("backbones")) and "lenet5" in dict(catalog("baselines"))
+
+
+def test_one_override_string_is_one_override(tmp_path, stripes):
+    assert transferkit.load_recipe("demo", overrides="head.units=64").head.units == 64
+    with pytest.raises(TransferkitError, match=r"unknown key 'head\.unitz' in head \(did you mean 'units'\?\)"):
+        transferkit.run("demo", overrides="head.unitz=64", data_dir=tmp_path, out=tmp_path)
+    result = transferkit.run("demo", strategy="scratch", overrides="scratch.baseline=lenet5", image_size=32, epochs=1,
+                             data=stripes, class_names=["horizontal", "vertical"], out=tmp_path / "runs", verbose=0)
+    assert result.recipe.scratch.baseline == result.metrics["baseline"] == "lenet5"
