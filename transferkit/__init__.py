@@ -10,7 +10,7 @@ Example:
 import importlib
 
 _EXPORTS = {
-    "run": "transferkit.api", "RunResult": "transferkit.api", "compare": "transferkit.compare",
+    "run": "transferkit.api", "RunResult": "transferkit.api", "compare": "transferkit.comparison",
     "catalog": "transferkit.catalog",
     "BACKBONES": "transferkit.backbones", "BASELINES": "transferkit.baselines",
     "STRATEGIES": "transferkit.strategies", "DATA_SOURCES": "transferkit.data.sources",

@@ -299,7 +299,7 @@ def compare_command(recipe, strategies, backbones, data_path, baselines, out, ov
     """
     import json
 
-    from transferkit.compare import COLUMNS, compare
+    from transferkit.comparison import COLUMNS, compare
 
     def split(text):
         return None if text is None else [part.strip() for part in text.split(",") if part.strip()]

@@ -13,9 +13,11 @@ NAMES_CHILD = """
 import json, sys
 import transferkit
 grad_cam, export = transferkit.explain.grad_cam, transferkit.export
-import transferkit.exporters  # importing the module does not hide the function
+import transferkit.comparison
+import transferkit.exporters  # importing the modules does not hide the functions
 print(json.dumps({"grad_cam": f"{grad_cam.__module__}.{grad_cam.__name__}",
-                  "export": f"{export.__module__}.{export.__name__}", "still": transferkit.export is export,
+                  "export": f"{export.__module__}.{export.__name__}",
+                  "still": transferkit.export is export and callable(transferkit.compare),
                   "listed": [name for name in ("explain", "export") if name in dir(transferkit)]}))
 """
 
