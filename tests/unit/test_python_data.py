@@ -117,3 +117,10 @@ def test_run_trains_on_a_dict_of_datasets(stripes, tmp_path):
                              overrides=["image_size=32", "base_blocks=2", "data.per_class=null", "head.units=16"])
     assert result.metrics["num_examples"]["train"] == 96
     assert result.metrics["test_accuracy"] >= 0.8
+
+
+def test_each_split_converts_its_own_label_form(stripes):
+    mixed = {"train": tf.data.Dataset.from_tensor_slices(stripes["train"]),
+             "val": tf.data.Dataset.from_tensor_slices((stripes["val"][0], np.eye(2)[stripes["val"][1]])),
+             "test": tf.data.Dataset.from_tensor_slices(stripes["test"])}
+    _same_data(from_datasets(mixed, ["h", "v"]), from_arrays(stripes, ["h", "v"]))

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from transferkit.data.images import to_rgb_uint8
 from transferkit.data.labels import class_indices
-from transferkit.data.sources import SPLIT_NAMES, Splits, check_classes, label_counts, named_splits
+from transferkit.data.sources import SPLIT_NAMES, Splits, check_classes, check_pixels, label_counts, named_splits
 from transferkit.errors import TransferkitError
 
 
@@ -30,13 +30,12 @@ def from_datasets(datasets, class_names=None):
     digest = hashlib.sha256(repr(class_names).encode())  # string labels' indices depend on the names
     for name in SPLIT_NAMES:  # per-element digests, sorted: the same data in another order is the same data
         digest.update(b"".join(sorted(seen[name][2])) + name.encode())
-    to_index = _label_converter(datasets["train"].element_spec[1], class_names)
     scale = 255.0 if high <= 1.0 else 1.0
-    converted = {name: dataset.map(lambda x, y: (_rgb(x, scale), to_index(y)), num_parallel_calls=tf.data.AUTOTUNE)
+    converted = {name: _converted(dataset, scale, _label_converter(dataset.element_spec[1], class_names))
                  for name, dataset in datasets.items()}
     counts = {name: len(labels) for name, labels in indices.items()}
     per_class = {name: label_counts(labels, len(class_names)) for name, labels in indices.items()}
-    check_classes(counts, class_names, 0, per_class["train"])
+    check_classes(counts, class_names, per_class["train"])
     return Splits(converted, counts, class_names, digest.hexdigest()[:16], per_class)
 
 
@@ -72,19 +71,18 @@ def _read(name, dataset):
     """One pass over a split: (its labels, its images' largest value if float else 256, element digests)."""
     labels, high, digests = [], 0.0, []
     for image, label in dataset.as_numpy_iterator():
-        if image.dtype.kind == "f":
-            if not np.all(np.isfinite(image)) or image.min() < 0 or image.max() > 255:
-                raise TransferkitError(f"{name}: float images must be on a 0-1 or 0-255 scale without NaN; found "
-                                       f"{image.min():g} to {image.max():g} (give images before preprocessing)")
-            high = max(high, float(image.max()))
-        else:
-            if image.dtype not in (np.uint8, np.uint16) and image.size and (image.min() < 0 or image.max() > 255):
-                raise TransferkitError(f"{name}: integer images must hold 0-255 (or be uint16); found "
-                                       f"{image.min()} to {image.max()}")
-            high = 256.0
+        try:
+            check_pixels(image)
+        except TransferkitError as err:
+            raise TransferkitError(f"{name}: {err}") from None
+        high = max(high, float(image.max()) if image.dtype.kind == "f" and image.size else 256.0)
         labels.append(label.decode() if isinstance(label, bytes) else label)
         digests.append(hashlib.sha1(image.tobytes() + str(image.shape).encode() + np.asarray(label).tobytes()).digest())
     return np.asarray(labels), high, digests
+
+
+def _converted(dataset, scale, to_index):
+    return dataset.map(lambda x, y: (_rgb(x, scale), to_index(y)), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _rgb(image, scale):

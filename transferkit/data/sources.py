@@ -81,31 +81,41 @@ def rgb_uint8(images, top=None):
         images = images[..., np.newaxis]
     if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
         raise TransferkitError(f"images must be (N, H, W), (N, H, W, 1|3|4) arrays; got shape {images.shape}")
+    check_pixels(images)
     if images.dtype == np.uint16:
         images = ((images.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    elif images.dtype.kind in "iub" and images.dtype != np.uint8:
-        if images.size and (images.min() < 0 or images.max() > 255):
-            raise TransferkitError(f"integer images must hold 0-255 (or be uint16); found {images.min()} to "
-                                   f"{images.max()}")
-        images = images.astype(np.uint8)
     elif images.dtype.kind == "f":
-        images = _float_to_uint8(images, top)
-    elif images.dtype != np.uint8:
-        raise TransferkitError(f"images must be numbers (uint8, uint16 or float); got dtype {images.dtype}")
+        top = top or (1.0 if images.size and float(images.max()) <= 1.0 else 255.0)
+        images = np.clip(np.round(images.astype(np.float32) * (255.0 / top)), 0, 255).astype(np.uint8)
+    else:
+        images = images.astype(np.uint8)
     if images.shape[-1] == 1:
         images = np.repeat(images, 3, axis=-1)
     return images[..., :3]
 
 
-def _float_to_uint8(images, top):
-    if images.size and not np.all(np.isfinite(images)):
+def check_pixels(images):
+    """Raise a one-line TransferkitError unless ``images`` (an array) hold pixel values: floats finite in
+    0-255, integers in 0-255 (uint16 in full). Anything else means images preprocessed already, or not images.
+
+    Example:
+        >>> check_pixels(np.array([[-1.0, 1.0]]))
+        Traceback (most recent call last):
+        TransferkitError: float images must be on a 0-1 or 0-255 scale; found -1 to 1 (...)
+    """
+    kind = images.dtype.kind
+    if kind not in "iubf":
+        raise TransferkitError(f"images must be numbers (uint8, uint16 or float); got dtype {images.dtype}")
+    if not images.size or images.dtype in (np.uint8, np.uint16):
+        return
+    if kind == "f" and not np.all(np.isfinite(images)):
         raise TransferkitError("images hold NaN or infinite values")
-    low, high = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
-    if low < 0 or high > 255:
+    low, high = images.min(), images.max()
+    if kind == "f" and (low < 0 or high > 255):
         raise TransferkitError(f"float images must be on a 0-1 or 0-255 scale; found {low:g} to {high:g} "
                                "(give the images before any preprocessing: transferkit applies the backbone's)")
-    top = top or (1.0 if high <= 1.0 else 255.0)
-    return np.clip(np.round(images.astype(np.float32) * (255.0 / top)), 0, 255).astype(np.uint8)
+    if kind != "f" and (low < 0 or high > 255):
+        raise TransferkitError(f"integer images must hold 0-255 (or be uint16); found {low} to {high}")
 
 
 def named_splits(mapping, what):
@@ -133,9 +143,10 @@ def named_splits(mapping, what):
 def _images(name, images):
     """(a tf.data dataset of RGB uint8 images, their bytes for the fingerprint) from an array or a list."""
     if isinstance(images, (list, tuple)) and len({np.shape(image) for image in images}) > 1:
-        floats = [np.asarray(image) for image in images if np.asarray(image).dtype.kind == "f"]
-        top = 1.0 if floats and max(float(np.max(image)) for image in floats) <= 1.0 else None
-        each = [rgb_uint8(np.asarray(image)[np.newaxis], top)[0] for image in images]
+        arrays = [np.asarray(image) for image in images]
+        floats = [image for image in arrays if image.dtype.kind == "f" and image.size]
+        top = 1.0 if floats and max(float(image.max()) for image in floats) <= 1.0 else None
+        each = [rgb_uint8(image[np.newaxis], top)[0] for image in arrays]
         spec = tf.TensorSpec((None, None, 3), tf.uint8)
         dataset = tf.data.Dataset.from_generator(lambda: iter(each), output_signature=spec)
         return dataset, len(each), b"".join(image.tobytes() + str(image.shape).encode() for image in each)
@@ -176,7 +187,7 @@ def from_arrays(arrays, class_names=None):
         datasets[name] = tf.data.Dataset.zip((images, tf.data.Dataset.from_tensor_slices(labels)))
         counts[name] = count
     per_class = {name: label_counts(labels, len(class_names)) for name, labels in indices.items()}
-    check_classes(counts, class_names, 0, per_class["train"])
+    check_classes(counts, class_names, per_class["train"])
     return Splits(datasets, counts, class_names, digest.hexdigest()[:16], per_class)
 
 
@@ -204,13 +215,11 @@ def class_counts(splits, split="train"):
     return label_counts(labels, splits.num_classes)
 
 
-def check_classes(counts, class_names, max_label, train_counts=None):
-    """Raise a TransferkitError for fewer than 2 classes, an unnamed label, an empty split, or (given the
-    train split's images per class) a class with no training images."""
+def check_classes(counts, class_names, train_counts=None):
+    """Raise a TransferkitError for fewer than 2 classes, an empty split, or (given the train split's images
+    per class) a class with no training images."""
     if len(class_names) < 2:
         raise TransferkitError(f"a classifier needs at least 2 classes; the data has {len(class_names)}")
-    if max_label >= len(class_names):
-        raise TransferkitError(f"label {max_label} has no class name ({len(class_names)} names given)")
     empty = [name for name, count in counts.items() if count == 0]
     if empty:
         raise TransferkitError(f"the {', '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty")

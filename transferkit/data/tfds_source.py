@@ -133,6 +133,6 @@ def tfds_source(config, seed):
         }
         counts = {name: builder.info.splits[split_strings[name]].num_examples for name in SPLIT_NAMES}
         per_class = None
-    check_classes(counts, class_names, 0)
+    check_classes(counts, class_names, per_class and per_class["train"])
     fingerprint = f"tfds:{builder.name}:{builder.info.version}:{sorted(config.splits.items())}:{config.per_class}"
     return Splits(datasets, counts, class_names, fingerprint, per_class)
