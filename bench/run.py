@@ -18,6 +18,10 @@ Figures:
      vs on images; target >= 3x.
   6. the conv base forward pass's GFLOP/s as a fraction of a large matmul's, in the same compute dtype.
   7. streamed feature extraction: peak memory for 10x the sample vs 1x, in fresh processes; target <= 1.5x.
+  8. the feature-extraction limit, on the shipped demo recipe (its backbone, weights, size and splits):
+     feature_extraction's test accuracy minus a scikit-learn logistic regression's (C cross-validated on the
+     training split) on the same cached, average-pooled features; target >= 0 points. ``--limit-only`` runs
+     this figure alone.
 """
 import argparse
 import json
@@ -429,6 +433,51 @@ def extract_child(copies, size, batch, quick):
                           "features_mb_on_disk": features.nbytes / 1e6}), flush=True)
 
 
+def figure_limit():
+    """(8) the demo's feature_extraction test accuracy vs a logistic regression on the same cached features."""
+    import keras
+
+    from transferkit.data.sources import load_data
+    from transferkit.features import predictor
+    from transferkit.probe import probe_accuracy
+    from transferkit.recipes import load_recipe
+    from transferkit.strategies import Context
+    from transferkit.strategies.common import frozen_classifier
+    from transferkit.strategies.feature_extraction import extract_split
+
+    recipe = load_recipe("demo", strategy="feature_extraction")
+    splits = load_data(recipe.data, recipe.seed)
+    _, accuracy, _ = run_ours(recipe, splits, "feature_extraction")
+    with policy_of(recipe):  # the features the run cached (train) and the same extractor on the test split
+        ctx = Context(recipe, splits, verbose=0)
+        model, base, _ = frozen_classifier(ctx)
+        inputs = keras.Input(model.input.shape[1:])
+        predict = predictor(keras.Model(inputs, base(model.get_layer("preprocess")(inputs), training=False)))
+        (train, hit), test = extract_split(ctx, predict, "train"), extract_split(ctx, predict, "test")[0]
+    started = time.perf_counter()
+    limit = probe_accuracy(train, test, seed=recipe.seed)
+    return {"backbone": recipe.backbone, "weights": recipe.weights, "image_size": recipe.image_size,
+            "base_blocks": recipe.base_blocks, "train_images": int(splits.counts["train"]),
+            "feature_extraction_test_accuracy": accuracy, "logistic_regression_test_accuracy": limit,
+            "points": 100 * (accuracy - limit), "train_features_from_cache": bool(hit),
+            "probe_s": time.perf_counter() - started}
+
+
+def limit_only(out):
+    """``--limit-only``: figure 8 alone, merged into an existing results file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["TRANSFERKIT_CACHE"] = str(Path(tmp) / "cache")
+        limit = figure_limit()
+    path = Path(out)
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    results["feature_extraction_limit"] = limit
+    path.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    log(f"8 {limit['backbone']} ({limit['weights']}, {limit['image_size']} px): feature_extraction "
+        f"{limit['feature_extraction_test_accuracy']:.3f}, logistic regression "
+        f"{limit['logistic_regression_test_accuracy']:.3f}: {limit['points']:+.1f} points (target >= 0) "
+        f"{verdict(limit['points'], 0)}")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -461,12 +510,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller, faster run (< 3 minutes)")
     parser.add_argument("--out", default=str(HERE / "results.json"))
+    parser.add_argument("--limit-only", action="store_true", help="only figure 8, merged into --out")
     parser.add_argument("--extract-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=32, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.extract_child:
         return extract_child(args.extract_child, args.size, args.batch, args.quick)
+    if args.limit_only:
+        return limit_only(args.out)
 
     quick = args.quick
     size = args.size or 32
@@ -547,6 +599,10 @@ def main():
         results["peak_rss_mb"] = {"main_process_during_figures_1_to_6": memory.peak_mb, "ru_maxrss": peak_rss_mb()}
     log("(7) streamed extraction memory ...")
     results["memory"] = figure_memory(size, batch, (1, 10), quick)
+    log("(8) feature-extraction limit on the demo ...")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["TRANSFERKIT_CACHE"] = str(Path(tmp) / "cache")
+        results["feature_extraction_limit"] = figure_limit()
     results["wall_time_s"] = time.perf_counter() - began
 
     table = [
@@ -561,6 +617,8 @@ def main():
          results["boundary_cache"]["ratio"], 3, "x"),
         ("6 conv base GFLOP/s / matmul GFLOP/s", results["conv_efficiency"]["ratio"], None, ""),
         ("7 extraction peak RSS 10x / 1x sample", results["memory"]["ratio"], 1.5, "x"),
+        ("8 demo feature_extraction - logistic regression (points)", results["feature_extraction_limit"]["points"],
+         0.0, "pt"),
     ]
     results["table"] = []
     log("")

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from transferkit.backbone_choice import AUTO, choose_backbone
 from transferkit.backbones import BACKBONES
 from transferkit.baselines import BASELINES
 from transferkit.data.embedded import ArraySplits
@@ -60,7 +61,7 @@ def check_buildable(recipe):
     """
     if recipe.strategy == "scratch":
         BASELINES.get_or_raise(recipe.scratch.baseline).check_size(recipe.image_size)
-    else:
+    elif recipe.backbone != AUTO:  # auto is resolved with the data (resolve_backbone)
         BACKBONES.get_or_raise(recipe.backbone).check_size(recipe.image_size)
         check_source(recipe.weights, recipe.backbone)
 
@@ -91,6 +92,21 @@ def resolve_data(data, recipe, class_names=None):
     if isinstance(data, (ArraySplits, dict)):
         return from_arrays(data, class_names), load_recipe(recipe, IN_PYTHON)
     raise TransferkitError(f"data must be a folder path, a dict of splits or Splits; got {type(data).__name__}")
+
+
+def resolve_backbone(recipe, splits, verbose=True):
+    """``(recipe, probes)``: with ``backbone: auto`` (and a strategy that uses a backbone), the recipe with the
+    backbone its linear probes chose (:func:`~transferkit.backbone_choice.choose_backbone`) and their rows;
+    otherwise the recipe as it is and no probes.
+
+    Example:
+        >>> recipe, probes = resolve_backbone(load_recipe("demo", backbone="auto"), splits)
+    """
+    if recipe.backbone != AUTO or recipe.strategy == "scratch":
+        return recipe, None
+    recipe, probes = choose_backbone(recipe, splits, verbose=verbose)
+    check_buildable(recipe)
+    return recipe, probes
 
 
 def predict_split(model, dataset):
@@ -162,12 +178,15 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
         check_buildable(recipe)
     distribution(recipe.distribute)  # made before any TensorFlow op runs (multiworker needs it); then reused
     splits, recipe = resolve_data(data, recipe, class_names)
-    return run_resolved(recipe, splits, out=out, verbose=verbose, run_dir=run_dir if resume is not None else None)
+    recipe, probes = resolve_backbone(recipe, splits, verbose=bool(verbose))
+    return run_resolved(recipe, splits, out=out, verbose=verbose, run_dir=run_dir if resume is not None else None,
+                        probes=probes)
 
 
-def run_resolved(recipe, splits, out="runs", verbose=2, run_dir=None):
+def run_resolved(recipe, splits, out="runs", verbose=2, run_dir=None, probes=None):
     """:func:`run` for a validated :class:`Recipe` and loaded :class:`Splits`, in a new run directory
-    under ``out`` or continuing ``run_dir``.
+    under ``out`` or continuing ``run_dir``. ``probes`` (from :func:`resolve_backbone`) go into
+    ``metrics.json`` as ``backbone_probe``.
 
     Example:
         >>> result = run_resolved(load_recipe("demo"), load_data(load_recipe("demo").data))
@@ -194,6 +213,8 @@ def run_resolved(recipe, splits, out="runs", verbose=2, run_dir=None):
             trained = STRATEGIES[recipe.strategy](ctx)
         trained.model = ctx.model = float32_model(trained.model, rebuild=strategy is not None)
         trained.info["precision"] = policy or "float32"
+        if probes:
+            trained.info["backbone_probe"] = probes
         if strategy is not None:
             trained.info.update(replicas=replicas, global_batch_size=ctx.recipe.batch_size)
     except KeyboardInterrupt:

@@ -55,7 +55,8 @@ def main():
 @click.argument("recipe", required=False)
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue a stopped run from its last completed epoch.")
 @click.option("--strategy", help="feature_extraction, frozen_augment, finetune or scratch.")
-@click.option("--backbone", help="A backbone name (transferkit list backbones).")
+@click.option("--backbone", help="A backbone name (transferkit list backbones), or auto: the best linear probe "
+                                 "of the training images among the backbones with offline weights.")
 @click.option("--weights", help="imagenet, none, hed-bsds500 (VGG16, offline) or a weights file.")
 @click.option("--epochs", type=click.IntRange(min=0), help="Epochs of the strategy's (last) stage.")
 @click.option("--image-size", type=click.IntRange(min=1), help="Input height and width in pixels.")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from transferkit.api import check_buildable, resolve_data, run_resolved
+from transferkit.backbone_choice import AUTO, choose_backbone
 from transferkit.evaluation import plot_confusion
 from transferkit.errors import TransferkitError
 from transferkit.recipes import load_recipe
@@ -100,6 +101,9 @@ def compare(recipe="demo", strategies=None, backbones=None, baselines=None, out=
     base = load_recipe(recipe, overrides)
     distribution(base.distribute)  # made before any TensorFlow op runs (multiworker needs it); then reused
     splits, base = resolve_data(data, base, class_names)  # one load: identical splits for every run
+    probes = None
+    if base.backbone == AUTO:  # one choice for every transfer strategy
+        base, probes = choose_backbone(base, splits, verbose=progress is not None or bool(verbose))
     variants = plan(base, strategies, backbones, baselines)
     rows = []
     for i, variant in enumerate(variants, start=1):
@@ -109,7 +113,8 @@ def compare(recipe="demo", strategies=None, backbones=None, baselines=None, out=
         done = find_completed(out, run_key(variant, splits))
         reused = done is not None
         if not reused:
-            done = run_resolved(variant, splits, out=out, verbose=verbose).run_dir
+            done = run_resolved(variant, splits, out=out, verbose=verbose,
+                                probes=None if variant.strategy == "scratch" else probes).run_dir
         row = {**json.loads((done / "metrics.json").read_text()), "run": label, "run_dir": str(done),
                "reused": reused, "history": read_history(done / "history.csv")}
         rows.append(row)

@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-_CS = np.logspace(-4, 2, 7)
+_CS = np.logspace(-3, 1, 5)
 
 
 def pooled(features):
@@ -22,36 +22,24 @@ def _folds(labels, most=5):
     return int(max(2, min(most, np.bincount(labels).min())))
 
 
-def _model(C=None, folds=None, seed=0):
-    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
-    from sklearn.model_selection import StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if C is None:
-        cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-        classifier = LogisticRegressionCV(Cs=_CS, cv=cv, max_iter=2000)
-    else:
-        classifier = LogisticRegression(C=C, max_iter=2000)
-    return make_pipeline(StandardScaler(), classifier)
-
-
 def probe_score(features, labels, seed=0):
-    """Cross-validated accuracy of a logistic regression on ``features`` (the regularisation ``C`` chosen
-    inside each training fold), from the training split alone: a fair score to rank backbones by.
+    """Cross-validated accuracy (up to 5 stratified folds) of a ridge classifier on standardised ``features``,
+    its regularisation chosen inside each training fold by leave-one-out: a linear probe that takes a tenth of
+    a second where a logistic regression takes seconds, and ranks backbones alike (measured on the demo).
+    From the training split alone, it is a fair score to rank backbones by.
 
     Example:
         >>> probe_score(train_features, train_labels)
         0.81
     """
+    from sklearn.linear_model import RidgeClassifierCV
     from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     x, y = pooled(features), np.asarray(labels)
-    folds = _folds(y)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # lbfgs convergence chatter on tiny folds
-        scores = cross_val_score(_model(folds=_folds(y, folds - 1) if folds > 2 else 2, seed=seed), x, y,
-                                 cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+    model = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=np.logspace(-2, 4, 13)))
+    scores = cross_val_score(model, x, y, cv=StratifiedKFold(_folds(y), shuffle=True, random_state=seed))
     return float(scores.mean())
 
 
@@ -63,9 +51,17 @@ def probe_accuracy(train, test, seed=0):
         >>> probe_accuracy((train_x, train_y), (test_x, test_y))
         0.827
     """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     (x, y), (tx, ty) = train, test
     y = np.asarray(y)
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    search = GridSearchCV(pipeline, {"logisticregression__C": _CS},
+                          cv=StratifiedKFold(_folds(y), shuffle=True, random_state=seed))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = _model(folds=_folds(y), seed=seed).fit(pooled(x), y)
-    return float((model.predict(pooled(tx)) == np.asarray(ty)).mean())
+        warnings.simplefilter("ignore")  # lbfgs convergence chatter at the weakest regularisation
+        search.fit(pooled(x), y)
+    return float((search.predict(pooled(tx)) == np.asarray(ty)).mean())
