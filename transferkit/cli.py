@@ -58,8 +58,11 @@ def main():
 @click.option("--backbone", help="A backbone name (transferkit list backbones), or auto: the best linear probe "
                                  "of the training images among the backbones with offline weights.")
 @click.option("--weights", help="imagenet, none, hed-bsds500 (VGG16, offline) or a weights file.")
-@click.option("--epochs", type=click.IntRange(min=0), help="Epochs of the strategy's (last) stage.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs of the strategy's (last) stage.")
 @click.option("--image-size", type=click.IntRange(min=1), help="Input height and width in pixels.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+              help="Learning rate of the strategy's (last) stage.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch (--set batch_size=N).")
 @click.option("--data-dir", help="Folder of prepared tfds data (else TFDS_DATA_DIR or ~/tensorflow_datasets).")
 @click.option("--data", "data_path", help="A folder of images, one subfolder per class, instead of the recipe's data.")
 @click.option("--out", default="runs", show_default=True, help="Parent folder of run directories.")
@@ -74,8 +77,8 @@ def main():
               help="Train on every local GPU (mirrored) or on the TF_CONFIG cluster (multiworker); "
                    "batch size per replica, learning rate scaled linearly (--set distribute=...).")
 @_friendly
-def run(recipe, resume, strategy, backbone, weights, epochs, image_size, data_dir, data_path, out, overrides, quiet,
-        mixed_precision, jit_compile, distribute):
+def run(recipe, resume, strategy, backbone, weights, epochs, image_size, lr, batch_size, data_dir, data_path, out,
+        overrides, quiet, mixed_precision, jit_compile, distribute):
     """Train RECIPE (a shipped name such as demo or cats_dogs, or a YAML path) and write a run directory.
 
     With --resume RUN_DIR instead, continue a run that was killed or interrupted.
@@ -87,8 +90,10 @@ def run(recipe, resume, strategy, backbone, weights, epochs, image_size, data_di
         raise TransferkitError("give a RECIPE to run, or --resume RUN_DIR, not both" if recipe else
                                "give a RECIPE (transferkit list recipes) or --resume RUN_DIR")
     overrides = list(overrides) + ([f"mixed_precision={mixed_precision}"] if mixed_precision else []) + \
-        (["jit_compile=true"] if jit_compile else []) + ([f"distribute={distribute}"] if distribute else [])
+        (["jit_compile=true"] if jit_compile else []) + ([f"distribute={distribute}"] if distribute else []) + \
+        ([f"batch_size={batch_size}"] if batch_size else [])
     result = run_recipe(recipe, resume=resume, strategy=strategy, backbone=backbone, weights=weights, epochs=epochs,
+                        learning_rate=lr,
                         image_size=image_size, data=data_path, data_dir=data_dir, out=out, overrides=overrides,
                         verbose=0 if quiet else 2)
     m = result.metrics
@@ -288,12 +293,16 @@ def visualize_filters(run_dir, layer, filters, steps, out):
 @click.option("--backbones", help="Comma-separated backbones for the transfer strategies (default: the recipe's).")
 @click.option("--data", "data_path", help="A folder of images, one subfolder per class, instead of the recipe's data.")
 @click.option("--baselines", help="Comma-separated baselines for scratch (default: the recipe's).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
+              help="Learning rate of each strategy's (last) stage.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch (--set batch_size=N).")
 @click.option("--out", default="runs", show_default=True, help="Parent folder of the runs and the report.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any recipe key.")
 @click.option("--quiet", is_flag=True, help="Print only the table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
 @_friendly
-def compare_command(recipe, strategies, backbones, data_path, baselines, out, overrides, quiet, as_json):
+def compare_command(recipe, strategies, backbones, data_path, baselines, lr, batch_size, out, overrides, quiet,
+                    as_json):
     """Run the strategies and baselines of RECIPE on identical splits; print a table and write a report.
 
     Runs that completed before with the same recipe and data are reused, not trained again.
@@ -315,8 +324,8 @@ def compare_command(recipe, strategies, backbones, data_path, baselines, out, ov
                        f"{' (reused)' if reused else ''}", err=True)
 
     comparison = compare(recipe, strategies=split(strategies), backbones=split(backbones),
-                         baselines=split(baselines), out=out, overrides=overrides, data=data_path,
-                         progress=progress)
+                         baselines=split(baselines), out=out, data=data_path, progress=progress, learning_rate=lr,
+                         overrides=list(overrides) + ([f"batch_size={batch_size}"] if batch_size else []))
     if as_json:
         keys = [key for key, _ in COLUMNS] + ["run_dir", "reused"]
         click.echo(json.dumps([{k: row.get(k) for k in keys} for row in comparison.rows], indent=2))

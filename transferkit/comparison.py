@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from transferkit.api import check_buildable, resolve_data, run_resolved
+from transferkit.api import check_buildable, last_stage, resolve_data, run_resolved
 from transferkit.backbone_choice import AUTO, choose_backbone
 from transferkit.evaluation import plot_confusion
 from transferkit.errors import TransferkitError
@@ -87,12 +87,13 @@ def plan(recipe, strategies=None, backbones=None, baselines=None):
 
 
 def compare(recipe="demo", strategies=None, backbones=None, baselines=None, out="runs", overrides=(),
-            data=None, class_names=None, verbose=0, progress=None):
+            data=None, class_names=None, verbose=0, progress=None, learning_rate=None):
     """Run every strategy (and baseline) on the same splits, reusing runs that completed before, and
     write ``report.md`` and a self-contained ``report.html`` into ``out/<recipe>-compare-<time>/``.
 
     ``progress(i, total, label, row_or_None, reused)`` is called before and after each run.
-    ``data`` and ``class_names`` work as in :func:`~transferkit.api.run`.
+    ``data`` and ``class_names`` work as in :func:`~transferkit.api.run`; ``learning_rate`` sets each strategy's
+    (last) stage's.
 
     Example:
         >>> comparison = compare("demo", strategies=["scratch", "feature_extraction"])
@@ -104,7 +105,7 @@ def compare(recipe="demo", strategies=None, backbones=None, baselines=None, out=
     probes = None
     if base.backbone == AUTO:  # one choice for every transfer strategy
         base, probes = choose_backbone(base, splits, verbose=progress is not None or bool(verbose))
-    variants = plan(base, strategies, backbones, baselines)
+    variants = [last_stage(v, learning_rate=learning_rate) for v in plan(base, strategies, backbones, baselines)]
     rows = []
     for i, variant in enumerate(variants, start=1):
         label = _label(variant)

@@ -180,11 +180,19 @@ def _read(name_or_path):
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise TransferkitError(f"recipe {path} is not valid YAML: {str(err).splitlines()[0]}") from err
+        raise TransferkitError(f"recipe {path} is not valid YAML: {_yaml_problem(err)}") from err
     if not isinstance(data, dict):
         raise TransferkitError(f"recipe {path} must be a mapping of keys to values")
     data.setdefault("name", path.stem)
     return data
+
+
+def _yaml_problem(err):
+    """PyYAML's complaint with where it is: ``line 4, column 10: expected ',' or ']', but got '<stream end>'``."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    if mark is None or not problem:
+        return str(err).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def _show(text):

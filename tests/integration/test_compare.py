@@ -18,7 +18,7 @@ TINY = ["head.units=16", "batch_size=16", "scratch.epochs=2", "feature_extractio
 def test_compare_writes_a_sorted_table_and_a_self_contained_report_and_reuses_runs(tmp_path, stripes):
     kwargs = dict(strategies=["scratch", "feature_extraction"], baselines=["lenet5", "small_convnet"],
                   out=tmp_path, overrides=TINY, data=stripes, class_names=["h", "v"])
-    first = transferkit.compare("demo", **kwargs)
+    first = transferkit.compare("demo_hed", **kwargs)
     assert [row["run"] for row in first.rows] != [] and len(first.rows) == 3
     accuracies = [row["test_accuracy"] for row in first.rows]
     assert accuracies == sorted(accuracies, reverse=True)
@@ -40,7 +40,7 @@ def test_compare_writes_a_sorted_table_and_a_self_contained_report_and_reuses_ru
     markdown = (first.report_dir / "report.md").read_text()
     assert "| run |" in markdown and "![Training curves, all runs](curves.png)" in markdown
     run_dirs = {p for p in tmp_path.iterdir() if p.is_dir() and "-compare-" not in p.name}
-    second = transferkit.compare("demo", **kwargs)
+    second = transferkit.compare("demo_hed", **kwargs)
     assert all(row["reused"] for row in second.rows)
     assert {p for p in tmp_path.iterdir() if p.is_dir() and "-compare-" not in p.name} == run_dirs
     assert [r["test_accuracy"] for r in second.rows] == accuracies
@@ -50,7 +50,7 @@ def test_compare_command_runs_every_strategy_on_the_demo_offline_and_prints_json
     epochs = [f"{name}.epochs=1" for name in ("scratch", "feature_extraction", "frozen_augment", "finetune")]
     sets = [arg for setting in epochs + ["finetune.head_epochs=1", "data.per_class=[3,2,2]", "image_size=32"]
             for arg in ("--set", setting)]
-    out = subprocess.run([sys.executable, "-m", "transferkit", "compare", "demo", *sets, "--out", str(tmp_path),
+    out = subprocess.run([sys.executable, "-m", "transferkit", "compare", "demo_hed", *sets, "--out", str(tmp_path),
                           "--json"], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)

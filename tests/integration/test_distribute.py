@@ -33,7 +33,7 @@ pinned = ["image_size=32", "base_blocks=null", "data.per_class=null", "head.unit
           "batch_size=8", "finetune.unfreeze_blocks=1", f"distribute={sys.argv[2]}"]
 report = []
 for strategy, more in json.loads(sys.argv[3]):
-    result = transferkit.run("demo", strategy=strategy, data=data, class_names=["horizontal", "vertical"],
+    result = transferkit.run("demo_hed", strategy=strategy, data=data, class_names=["horizontal", "vertical"],
                              out=sys.argv[1], overrides=pinned + more, verbose=0)
     reloaded = keras.models.load_model(result.run_dir / "model.keras", safe_mode=True)
     images = data["test"][0][:8].astype("float32")

@@ -31,7 +31,7 @@ def patch_images(n, seed):
 def patch_run(tmp_path_factory):
     x, y, _ = patch_images(160, seed=1)
     xv, yv, _ = patch_images(40, seed=2)
-    result = transferkit.run("demo", strategy="feature_extraction", image_size=SIZE, epochs=12, verbose=0,
+    result = transferkit.run("demo_hed", strategy="feature_extraction", image_size=SIZE, epochs=12, verbose=0,
                              data={"train": (x, y), "val": (xv, yv), "test": (xv, yv)}, class_names=["h", "v"],
                              out=tmp_path_factory.mktemp("runs"), overrides=["base_blocks=3", "head.pooling=avg"])
     assert result.metrics["test_accuracy"] >= 0.9

@@ -39,7 +39,7 @@ def trained(tmp_path_factory, stripes):
     with pytest.MonkeyPatch.context() as env:
         env.setenv("TRANSFERKIT_CACHE", str(root / "cache"))
         env.setenv("TRANSFERKIT_OFFLINE", "1")
-        result = transferkit.run("demo", strategy="feature_extraction", data=str(root / "photos"), out=root / "runs",
+        result = transferkit.run("demo_hed", strategy="feature_extraction", data=str(root / "photos"), out=root / "runs",
                                  overrides=["head.units=16", "batch_size=16", "base_blocks=2", "image_size=32"], epochs=6, verbose=0)
     return result
 

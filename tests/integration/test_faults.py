@@ -35,7 +35,7 @@ def photos(tmp_path_factory):
 
 
 def _start(tmp_path, photos, *args):
-    cmd = [sys.executable, "-m", "transferkit", "run", "demo", "--data", str(photos), "--out", str(tmp_path), *TINY,
+    cmd = [sys.executable, "-m", "transferkit", "run", "demo_hed", "--data", str(photos), "--out", str(tmp_path), *TINY,
            *args]
     return subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -43,7 +43,7 @@ def _start(tmp_path, photos, *args):
 def _wait_for_epoch(tmp_path, process, epoch, timeout=240):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        for state_file in tmp_path.glob("demo-*/run.json"):
+        for state_file in tmp_path.glob("demo_hed-*/run.json"):
             try:
                 state = json.loads(state_file.read_text())
             except ValueError:
@@ -110,7 +110,7 @@ def test_an_interrupt_python_drops_still_stops_training(stripes):
     model = keras.Sequential([keras.Input(images.shape[1:]), keras.layers.Flatten(), keras.layers.Dense(2)])
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     counter = Batches()
-    ctx = Context(transferkit.load_recipe("demo"), from_arrays(stripes, ["h", "v"]), verbose=0, callbacks=[counter])
+    ctx = Context(transferkit.load_recipe("demo_hed"), from_arrays(stripes, ["h", "v"]), verbose=0, callbacks=[counter])
     with interruptible():
         Finalizer()
         with pytest.raises(KeyboardInterrupt):
@@ -121,13 +121,13 @@ def test_an_interrupt_python_drops_still_stops_training(stripes):
 
 def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_weights(tmp_path, photos):
     out = subprocess.run(
-        [sys.executable, "-m", "transferkit", "run", "demo", "--data", str(photos), "--out", str(tmp_path), *TINY,
+        [sys.executable, "-m", "transferkit", "run", "demo_hed", "--data", str(photos), "--out", str(tmp_path), *TINY,
          "--strategy", "scratch", "--set", "scratch.learning_rate=1e30",
          "--epochs", "5"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2
     assert "the loss became nan" in out.stderr.lower() or "the loss became inf" in out.stderr.lower()
     assert "Traceback" not in out.stderr
-    run_dir = next(tmp_path.glob("demo-scratch-*"))
+    run_dir = next(tmp_path.glob("demo_hed-scratch-*"))
     state = json.loads((run_dir / "run.json").read_text())
     assert state["status"] == "failed" and "loss became" in state["reason"]
     model = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
@@ -136,11 +136,11 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_weights(t
 
 
 def test_resume_refuses_a_completed_run_and_a_non_run(tmp_path, photos):
-    done = subprocess.run([sys.executable, "-m", "transferkit", "run", "demo", "--data", str(photos), "--out",
+    done = subprocess.run([sys.executable, "-m", "transferkit", "run", "demo_hed", "--data", str(photos), "--out",
                            str(tmp_path), *TINY, "--strategy", "feature_extraction", "--epochs", "1"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    run_dir = next(tmp_path.glob("demo-feature_extraction-*"))
+    run_dir = next(tmp_path.glob("demo_hed-feature_extraction-*"))
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
     again = _resume(tmp_path, run_dir)
     assert again.returncode == 2 and "completed already" in again.stderr
@@ -151,7 +151,7 @@ def test_resume_refuses_a_completed_run_and_a_non_run(tmp_path, photos):
 @pytest.mark.parametrize("command", [["export", "{run}", "--format", "keras"], ["evaluate", "{run}"],
                                      ["predict", "{run}", "x.png"], ["explain", "{run}", "x.png"]])
 def test_an_unfinished_run_cannot_be_used_and_says_how_to_finish_it(tmp_path, command):
-    run_dir = tmp_path / "demo-finetune-20260101-000000"
+    run_dir = tmp_path / "demo_hed-finetune-20260101-000000"
     run_dir.mkdir()
     (run_dir / "recipe.yaml").write_text("name: demo\n")
     (run_dir / "run.json").write_text(json.dumps({"status": "running", "epoch": 3}))

@@ -12,7 +12,7 @@ FAST = ["head.units=16", "batch_size=16", "image_size=32", "base_blocks=", "fine
 
 
 def _run(tmp_path, stripes, strategy, *more, **kwargs):
-    return transferkit.run("demo", strategy=strategy, data=stripes, class_names=["horizontal", "vertical"],
+    return transferkit.run("demo_hed", strategy=strategy, data=stripes, class_names=["horizontal", "vertical"],
                            out=tmp_path / "runs", overrides=FAST + list(more), verbose=0, **kwargs)
 
 
@@ -100,7 +100,7 @@ def test_a_folder_of_images_as_data(tmp_path, stripes):
         folder = tmp_path / "photos" / ("horizontal", "vertical")[label]
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / f"{i}.png")
-    result = transferkit.run("demo", strategy="feature_extraction", data=str(tmp_path / "photos"),
+    result = transferkit.run("demo_hed", strategy="feature_extraction", data=str(tmp_path / "photos"),
                              out=tmp_path / "runs", overrides=FAST, epochs=6, verbose=0)
     assert result.metrics["class_names"] == ["horizontal", "vertical"]
     assert sum(result.metrics["num_examples"].values()) == len(images)

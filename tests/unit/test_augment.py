@@ -164,7 +164,7 @@ def test_augmentation_never_reaches_the_saved_model(tmp_path, stripes):
     import transferkit
 
     result = transferkit.run(
-        "demo", strategy="scratch", data=stripes, class_names=["h", "v"], out=tmp_path / "runs", epochs=1,
+        "demo_hed", strategy="scratch", data=stripes, class_names=["h", "v"], out=tmp_path / "runs", epochs=1,
         overrides=["scratch.baseline=lenet5", "scratch.augment=true", "augment.pca_color=0.1",
                    "augment.random_crop=0.875", "batch_size=32", "image_size=32"], verbose=0)
     saved = keras.models.load_model(result.run_dir / "model.keras", safe_mode=True)
@@ -188,13 +188,13 @@ def test_preview_tiles_differ_from_the_originals_and_the_png_is_written(tmp_path
     from transferkit.data.preview import augmented_samples, save_grid
     from transferkit.recipes import load_recipe
 
-    recipe = load_recipe("demo", ["augment.pca_color=0.1", "image_size=32"])
+    recipe = load_recipe("demo_hed", ["augment.pca_color=0.1", "image_size=32"])
     originals, augmented = augmented_samples(recipe, count=3, copies=4)
     assert originals.shape == (3, 32, 32, 3) and augmented.shape == (4, 3, 32, 32, 3)
     assert originals.dtype == augmented.dtype == np.uint8
     for copy in augmented:
         assert all(np.abs(c.astype(int) - o.astype(int)).mean() > 2 for c, o in zip(copy, originals))
-    path = save_grid(originals, augmented, tmp_path / "out" / "grid.png", "demo")
+    path = save_grid(originals, augmented, tmp_path / "out" / "grid.png", "demo_hed")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

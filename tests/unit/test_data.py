@@ -245,7 +245,7 @@ def test_class_weight_auto_makes_fit_care_about_the_rare_class():
     predicted_rare = {}
     for setting in ("none", "auto"):
         keras.utils.set_random_seed(0)
-        ctx = Context(load_recipe("demo", [f"data.class_weight={setting}"]), splits, verbose=0)
+        ctx = Context(load_recipe("demo_hed", [f"data.class_weight={setting}"]), splits, verbose=0)
         model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
         compile_model(model, 0.1)
         fit_stage(ctx, model, "head", (x, y), None, 10, batch_size=400)

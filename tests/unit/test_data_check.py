@@ -91,7 +91,7 @@ def test_cli_check_of_unprepared_tfds_offline_fails_fast_in_one_line(tmp_path, m
 
 
 def test_strict_recipe_key_stops_a_run_before_training(messy, tmp_path):
-    out = _run("run", "demo", "--data", str(messy), "--set", "data.strict=true", "--out", str(tmp_path / "runs"))
+    out = _run("run", "demo_hed", "--data", str(messy), "--set", "data.strict=true", "--out", str(tmp_path / "runs"))
     assert out.exit_code == 2
     assert out.stderr.startswith("error: 3 unreadable images in train (1), val (1), test (1) of ")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

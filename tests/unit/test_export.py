@@ -31,7 +31,7 @@ def trained(tmp_path_factory, stripes):
     with pytest.MonkeyPatch.context() as env:
         env.setenv("TRANSFERKIT_CACHE", str(root / "cache"))
         env.setenv("TRANSFERKIT_OFFLINE", "1")
-        return transferkit.run("demo", strategy="feature_extraction", data=stripes, class_names=NAMES,
+        return transferkit.run("demo_hed", strategy="feature_extraction", data=stripes, class_names=NAMES,
                                out=root / "runs", overrides=["head.units=16", "batch_size=16", "base_blocks=2", "image_size=32"],
                                epochs=6, verbose=0)
 
@@ -325,7 +325,7 @@ def test_onnx_export_of_a_backbone_with_captured_constants(stripes, tmp_path):
     as graph inputs (onnxruntime: "Required inputs ... are missing"); the export freezes them first."""
     pytest.importorskip("tf2onnx")
     pytest.importorskip("onnxruntime")
-    run = transferkit.run("demo", strategy="feature_extraction", backbone="efficientnet_b0", weights="none",
+    run = transferkit.run("demo_hed", strategy="feature_extraction", backbone="efficientnet_b0", weights="none",
                           data=stripes, class_names=NAMES, out=tmp_path / "runs", epochs=1, verbose=0,
                           overrides=["head.units=8", "base_blocks=1", "image_size=32"])
     manifest = export(run.run_dir, "onnx", tmp_path / "onnx")

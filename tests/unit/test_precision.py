@@ -15,7 +15,7 @@ FAST = ["image_size=32", "base_blocks=null", "data.per_class=null", "head.units=
 
 
 def _run(tmp_path, stripes, *more, strategy="frozen_augment", **kwargs):
-    return transferkit.run("demo", strategy=strategy, data=stripes, class_names=["horizontal", "vertical"],
+    return transferkit.run("demo_hed", strategy=strategy, data=stripes, class_names=["horizontal", "vertical"],
                            out=tmp_path / "runs", overrides=FAST + list(more), verbose=0, **kwargs)
 
 
@@ -25,7 +25,7 @@ def test_policy_names_resolve():
     if not tf.config.list_physical_devices("GPU"):
         assert resolve_precision("auto") == ("mixed_bfloat16" if cpu_supports_bf16() else None)
     with pytest.raises(transferkit.TransferkitError):
-        transferkit.load_recipe("demo", ["mixed_precision=float8"])
+        transferkit.load_recipe("demo_hed", ["mixed_precision=float8"])
 
 
 @pytest.mark.parametrize("details, expected", [([{"compute_capability": (7, 5)}], True),

@@ -16,15 +16,15 @@ from transferkit.errors import TransferkitError
 ])
 def test_unbuildable_recipes_stop_before_the_data_is_read(tmp_path, kwargs, message):
     with pytest.raises(TransferkitError, match=message):
-        transferkit.run("demo", data=tmp_path / "no such folder", out=tmp_path / "runs", verbose=0, **kwargs)
+        transferkit.run("demo_hed", data=tmp_path / "no such folder", out=tmp_path / "runs", verbose=0, **kwargs)
     assert not (tmp_path / "runs").exists()
 
 
 def test_compare_names_a_misspelt_backbone_and_refuses_empty_lists(tmp_path):
     with pytest.raises(TransferkitError, match="unknown backbone 'resnet'"):
-        transferkit.compare("demo", ["finetune"], backbones=["resnet"], out=tmp_path)
+        transferkit.compare("demo_hed", ["finetune"], backbones=["resnet"], out=tmp_path)
     with pytest.raises(TransferkitError, match="no strategies given"):
-        transferkit.compare("demo", [], out=tmp_path)
+        transferkit.compare("demo_hed", [], out=tmp_path)
 
 
 def test_a_relative_data_folder_is_saved_absolute(tmp_path, monkeypatch):
@@ -34,7 +34,7 @@ def test_a_relative_data_folder_is_saved_absolute(tmp_path, monkeypatch):
         for i in range(10):
             Image.fromarray(rng.integers(0, 255, (32, 32, 3), np.uint8)).save(tmp_path / "photos" / name / f"{i}.png")
     monkeypatch.chdir(tmp_path)
-    result = transferkit.run("demo", strategy="feature_extraction", data="photos", out="runs", verbose=0, epochs=1,
+    result = transferkit.run("demo_hed", strategy="feature_extraction", data="photos", out="runs", verbose=0, epochs=1,
                              overrides=["image_size=32", "base_blocks=1", "head.units=8"])
     assert result.recipe.data.path == str(tmp_path / "photos")
     assert result.recipe.data.per_class is None  # the demo's pick from the sample does not apply to a folder

@@ -39,9 +39,9 @@ def test_catalog_refuses_an_unknown_kind_naming_the_valid_ones():
 
 
 def test_one_override_string_is_one_override(tmp_path, stripes):
-    assert transferkit.load_recipe("demo", overrides="head.units=64").head.units == 64
+    assert transferkit.load_recipe("demo_hed", overrides="head.units=64").head.units == 64
     with pytest.raises(TransferkitError, match=r"unknown key 'head\.unitz' in head \(did you mean 'units'\?\)"):
-        transferkit.run("demo", overrides="head.unitz=64", data_dir=tmp_path, out=tmp_path)
-    result = transferkit.run("demo", strategy="scratch", overrides="scratch.baseline=lenet5", image_size=32, epochs=1,
+        transferkit.run("demo_hed", overrides="head.unitz=64", data_dir=tmp_path, out=tmp_path)
+    result = transferkit.run("demo_hed", strategy="scratch", overrides="scratch.baseline=lenet5", image_size=32, epochs=1,
                              data=stripes, class_names=["horizontal", "vertical"], out=tmp_path / "runs", verbose=0)
     assert result.recipe.scratch.baseline == result.metrics["baseline"] == "lenet5"

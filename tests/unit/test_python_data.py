@@ -112,7 +112,7 @@ def test_bad_datasets_get_one_line(stripes):
 
 def test_run_trains_on_a_dict_of_datasets(stripes, tmp_path):
     data = {split: tf.data.Dataset.from_tensor_slices((x, y)).batch(16) for split, (x, y) in stripes.items()}
-    result = transferkit.run("demo", strategy="feature_extraction", data=data, class_names=["h", "v"],
+    result = transferkit.run("demo_hed", strategy="feature_extraction", data=data, class_names=["h", "v"],
                              out=tmp_path, verbose=0,
                              overrides=["image_size=32", "base_blocks=2", "data.per_class=null", "head.units=16"])
     assert result.metrics["num_examples"]["train"] == 96
@@ -124,3 +124,18 @@ def test_each_split_converts_its_own_label_form(stripes):
              "val": tf.data.Dataset.from_tensor_slices((stripes["val"][0], np.eye(2)[stripes["val"][1]])),
              "test": tf.data.Dataset.from_tensor_slices(stripes["test"])}
     _same_data(from_datasets(mixed, ["h", "v"]), from_arrays(stripes, ["h", "v"]))
+
+
+def test_image_dataset_from_directory_brings_its_own_class_names(tmp_path, stripes):
+    import keras
+    from PIL import Image
+
+    for split, (images, labels) in stripes.items():
+        for i, (image, label) in enumerate(zip(images[:8], labels[:8])):
+            folder = tmp_path / split / ("horizontal", "vertical")[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / f"{i}.png")
+    datasets = {split: keras.utils.image_dataset_from_directory(tmp_path / split, image_size=(32, 32), batch_size=4,
+                                                                shuffle=False, verbose=False)
+                for split in stripes}
+    assert from_datasets(datasets).class_names == ("horizontal", "vertical")

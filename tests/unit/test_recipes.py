@@ -93,3 +93,10 @@ def test_recipe_from_dict_requires_a_name():
 def test_recipe_names_cannot_leave_the_output_folder(tmp_path, name):
     with pytest.raises(TransferkitError, match="'name'"):
         recipe_from_dict({"name": name})
+
+
+def test_yaml_syntax_error_says_where(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nimage_size: 64\nhead:\n  units: [1, 2\n")
+    with pytest.raises(TransferkitError, match=r"bad\.yaml is not valid YAML: line \d+, column \d+: expected ','"):
+        load_recipe(str(path))

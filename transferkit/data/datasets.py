@@ -19,11 +19,17 @@ from transferkit.errors import TransferkitError
 def from_datasets(datasets, class_names=None):
     """Splits from a dict ``{"train": dataset, "val": dataset, "test": dataset}`` of ``tf.data`` datasets.
 
+    Without ``class_names``, the names a dataset carries itself (``image_dataset_from_directory`` sets
+    ``class_names`` on the datasets it makes) are used.
+
     Example:
-        >>> train = tf.keras.utils.image_dataset_from_directory("photos/train")
-        >>> splits = from_datasets({"train": train, "val": val, "test": test}, train.class_names)
+        >>> train = keras.utils.image_dataset_from_directory("photos/train")
+        >>> splits = from_datasets({"train": train, "val": val, "test": test})   # train.class_names
     """
-    datasets = {name: _pairs(name, dataset) for name, dataset in named_splits(datasets, "dataset data").items()}
+    named = named_splits(datasets, "dataset data")
+    if class_names is None:
+        class_names = next((list(d.class_names) for d in named.values() if getattr(d, "class_names", None)), None)
+    datasets = {name: _pairs(name, dataset) for name, dataset in named.items()}
     seen = {name: _read(name, dataset) for name, dataset in datasets.items()}
     indices, class_names = class_indices({name: labels for name, (labels, _, _) in seen.items()}, class_names)
     high = max(high for _, high, _ in seen.values())
