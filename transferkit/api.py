@@ -155,6 +155,16 @@ def _resumable(run_dir):
     return run_dir, load_recipe(str(run_dir / "recipe.yaml"))
 
 
+def _resuming(run_dir, recipe):
+    """``resuming RUN (finetune): stage 'finetune' done to epoch 6 of 10; training goes on from epoch 7``."""
+    state = json.loads((Path(run_dir) / "run.json").read_text())
+    stage = recipe.stage()
+    total = sum(v for k, v in stage.model_dump().items() if k.endswith("epochs"))
+    done = int(state.get("epoch", 0))
+    where = f"stage '{state['stage']}' done to epoch {done} of {total}" if done else f"no epoch of {total} done yet"
+    return f"resuming {run_dir} ({recipe.strategy}): {where}; training goes on from epoch {done + 1}"
+
+
 def _one_line(err):
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"[:500]
@@ -185,6 +195,7 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
     """
     if resume is not None:
         run_dir, recipe = _resumable(resume)
+        print(_resuming(run_dir, recipe), flush=True)  # even when quiet: a resumed run says what it continues
     else:
         recipe = load_recipe(recipe, overrides, strategy=strategy, backbone=backbone, weights=weights,
                              image_size=image_size)
@@ -209,6 +220,8 @@ def run_resolved(recipe, splits, out="runs", verbose=2, run_dir=None, probes=Non
         >>> result = run_resolved(load_recipe("demo"), load_data(load_recipe("demo").data))
     """
     keras.utils.set_random_seed(recipe.seed)
+    if recipe.deterministic:
+        tf.config.experimental.enable_op_determinism()  # for the rest of this process
     if run_dir is None:
         run_dir = new_run_dir(out, recipe.name, recipe.strategy)
         write_atomic(run_dir / "recipe.yaml", recipe.to_yaml())

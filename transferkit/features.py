@@ -167,9 +167,36 @@ def indexed_batches(features, labels, batch_size, shuffle_seed=None):
     return index if features is None else gather(index, features, labels)
 
 
-def gather(index, features, labels):
-    """Map batches of indices to ``(features[rows], labels[rows])`` batches, read from the arrays on demand."""
+def epoch_index(labels, batch_size, seed):
+    """Training batches of row indices as :class:`~transferkit.data.pipeline.EpochData`: epoch ``k`` in the order
+    that :func:`~transferkit.data.pipeline.epoch_batches` shuffles the images of epoch ``k`` (same count, buffer
+    and seed), so cached activations are seen in the batches the images would be, resumed or not.
+
+    Example:
+        >>> train = gather(epoch_index(labels, 32, seed=42), features, labels)
+    """
     import tensorflow as tf
+
+    from transferkit.data.pipeline import EpochData, epoch_seed
+
+    count = len(labels)
+
+    def make(epoch):
+        return tf.data.Dataset.range(count).shuffle(4096, seed=epoch_seed(seed, epoch),
+                                                    reshuffle_each_iteration=False).batch(batch_size)
+
+    return EpochData(make, -(-count // batch_size))
+
+
+def gather(index, features, labels):
+    """Map batches of indices to ``(features[rows], labels[rows])`` batches, read from the arrays on demand;
+    ``index`` is a dataset or :class:`~transferkit.data.pipeline.EpochData` (then so is the result)."""
+    import tensorflow as tf
+
+    from transferkit.data.pipeline import EpochData
+
+    if isinstance(index, EpochData):
+        return EpochData(lambda epoch: gather(index.make(epoch), features, labels), index.steps)
 
     dtype = tf.as_dtype(np.asarray(features[:0]).dtype)
 

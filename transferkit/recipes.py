@@ -131,6 +131,7 @@ class Recipe(_Section):
     batch_size: int = Field(32, ge=1)
     mixed_precision: Literal["none", "auto", "mixed_float16", "mixed_bfloat16"] = "auto"
     jit_compile: bool = False
+    deterministic: bool = False  # TensorFlow op determinism: bit-for-bit repeatable runs, a little slower
     distribute: Literal["none", "mirrored", "multiworker"] = "none"
     head: HeadConfig = HeadConfig()
     augment: AugmentConfig = AugmentConfig()

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,9 +65,37 @@ def _epochs(run_dir):
     return [(int(r["epoch"]), r["stage"]) for r in csv.DictReader((run_dir / "history.csv").open())]
 
 
+EXACT = ["--set", "deterministic=true", "--mixed-precision", "none"]  # float32, op determinism: repeatable bits
+FINETUNE = ["--strategy", "finetune", "--set", "finetune.head_epochs=3", "--epochs", "8", *EXACT]
+
+
+def _straight_through(root, photos, *args):
+    """The run killed in a test, run once without interruption."""
+    root.mkdir()
+    done = _start(root, photos, *args)
+    assert done.wait(timeout=600) == 0, done.communicate()
+    return next(root.glob("demo_hed-*"))
+
+
+def _assert_same_training(run_dir, reference):
+    ours, theirs = (list(csv.DictReader((d / "history.csv").open())) for d in (run_dir, reference))
+    assert [r["epoch"] for r in ours] == [r["epoch"] for r in theirs]
+    for mine, straight in zip(ours, theirs):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert float(mine[key]) == pytest.approx(float(straight[key]), rel=1e-4, abs=1e-6), (mine["epoch"], key)
+    weights = [keras.models.load_model(d / "model.keras", safe_mode=True).get_weights() for d in (run_dir, reference)]
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def finetune_reference(tmp_path_factory, photos):
+    return _straight_through(tmp_path_factory.mktemp("reference") / "finetune", photos, *FINETUNE)
+
+
 @pytest.mark.parametrize("kill_at", [2, 5])  # in the head stage, and in the fine-tuning stage
-def test_kill_9_at_any_epoch_then_resume_finishes_the_same_run(tmp_path, photos, kill_at):
-    process = _start(tmp_path, photos, "--strategy", "finetune", "--set", "finetune.head_epochs=3", "--epochs", "8")
+def test_kill_9_at_any_epoch_then_resume_trains_as_if_never_killed(tmp_path, photos, kill_at, finetune_reference):
+    process = _start(tmp_path, photos, *FINETUNE)
     run_dir, state = _wait_for_epoch(tmp_path, process, kill_at)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -79,8 +108,24 @@ def test_kill_9_at_any_epoch_then_resume_finishes_the_same_run(tmp_path, photos,
     assert final["status"] == "completed" and not (run_dir / "backup").exists()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 11 and metrics["test_accuracy"] >= 0.8
-    keras.models.load_model(run_dir / "model.keras", safe_mode=True)
     assert "--resume" not in done.stderr
+    _assert_same_training(run_dir, finetune_reference)  # the same epochs' batches, dropout and weights
+
+
+def test_kill_9_during_augmented_training_then_resume_trains_as_if_never_killed(tmp_path, photos):
+    # augmentation draws from the seed and the epoch's index, so a resumed epoch 3 sees epoch 3's images
+    args = ["--strategy", "frozen_augment", "--epochs", "5", "--set", "augment.rotation=20", *EXACT]
+    reference = _straight_through(tmp_path / "reference", photos, *args)
+    (tmp_path / "killed").mkdir()
+    process = _start(tmp_path / "killed", photos, *args)
+    run_dir, _ = _wait_for_epoch(tmp_path / "killed", process, 2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = _resume(tmp_path / "killed", run_dir)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"resuming \S+ \(frozen_augment\): stage 'head' done to epoch (\d) of 5; training goes on from "
+                     r"epoch (\d)", done.stdout)
+    _assert_same_training(run_dir, reference)
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, photos):

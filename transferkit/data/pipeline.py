@@ -1,4 +1,8 @@
 """The tf.data pipeline: resize, cache, shuffle, batch, augment (training only), prefetch."""
+import math
+from dataclasses import dataclass
+from typing import Callable
+
 import tensorflow as tf
 
 from transferkit.data.augment import adapt
@@ -46,3 +50,78 @@ def batches(dataset, image_size, batch_size, resize_mode="squash", shuffle_seed=
     if augment is not None:
         ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
+
+
+def epoch_seed(seed, epoch):
+    """The seed of epoch ``epoch`` (0-based, counted across a run's stages): a function of both and nothing else,
+    so a resumed run draws epoch ``k``'s order and augmentation as an uninterrupted run does. Works on ints and
+    on int64 tensors.
+
+    Example:
+        >>> epoch_seed(42, 3) == epoch_seed(42, 3) != epoch_seed(42, 4)
+        True
+    """
+    return (seed * 1_000_003 + epoch * 7_919 + 17) % 2_147_483_647
+
+
+@dataclass(frozen=True)
+class EpochData:
+    """Training batches whose every epoch is a pure function of the seed and the epoch's index.
+
+    ``make(epoch)`` (an int64 tensor) returns that epoch's batches; ``steps`` is their number.
+    :meth:`from_epoch` chains the epochs from any epoch on, which is how a resumed stage continues exactly
+    where an uninterrupted one would be.
+
+    Example:
+        >>> data = epoch_batches(splits.datasets["train"], 32, 16, seed=42)
+        >>> first_batch_of_epoch_3 = next(iter(data.from_epoch(3)))
+    """
+
+    make: Callable
+    steps: int
+
+    def from_epoch(self, epoch):
+        """Every epoch's batches from ``epoch`` on, one after the other, without end."""
+        return tf.data.Dataset.range(int(epoch), 2 ** 62).flat_map(self.make).prefetch(AUTOTUNE)
+
+
+def reseeded(augment, seed, epoch):
+    """A function that augments ``(index_in_epoch, (images, labels))``, resetting ``augment``'s random
+    generators to the epoch's seed at the epoch's first batch (run it in order: ``map`` without parallel calls)."""
+    generators = [g for layer in augment._flatten_layers() for g in getattr(layer, "_seed_generators", [])]
+
+    def apply(i, batch):
+        images, labels = batch
+        state = tf.stack([tf.cast(epoch_seed(seed, epoch), tf.int64), tf.constant(0, tf.int64)])
+        resets = []
+        for generator in generators:
+            variable = generator.state
+            resets.append(variable.assign(tf.where(i == 0, tf.cast(state, variable.dtype), variable.value)))
+        with tf.control_dependencies([r for r in resets if isinstance(r, (tf.Tensor, tf.Operation))]):
+            images = tf.identity(images)
+        return augment(images, training=True), labels
+
+    return apply
+
+
+def epoch_batches(dataset, image_size, batch_size, resize_mode="squash", seed=0, augment=None):
+    """Training batches as :class:`EpochData`: epoch ``k`` is shuffled with :func:`epoch_seed` ``(seed, k)`` and,
+    with ``augment``, augmented from that seed too, so it does not depend on how many epochs this process ran.
+
+    Decoded, resized images are cached in memory once for all epochs; ``augment``'s data-dependent layers (PCA
+    colour) are adapted on them first.
+
+    Example:
+        >>> data = epoch_batches(splits.datasets["train"], 32, 64, seed=42, augment=make_augmenter(cfg))
+        >>> model.fit(data.from_epoch(0), steps_per_epoch=data.steps, epochs=5)
+    """
+    cached = dataset.map(lambda x, y: (resize(x, image_size, resize_mode), y), num_parallel_calls=AUTOTUNE).cache()
+    count = int(cached.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+    if augment is not None:
+        adapt(augment, cached.batch(256).map(lambda x, y: x))
+
+    def make(epoch):
+        ds = cached.shuffle(4096, seed=epoch_seed(seed, epoch), reshuffle_each_iteration=False).batch(batch_size)
+        return ds if augment is None else ds.enumerate().map(reseeded(augment, seed, epoch))
+
+    return EpochData(make, math.ceil(count / batch_size))

@@ -1,5 +1,6 @@
 """What every strategy shares: the run context, compiling, fitting stage by stage, the frozen classifier."""
 import contextlib
+import json
 import math
 import signal
 import threading
@@ -8,11 +9,12 @@ from functools import cached_property
 from typing import Optional
 
 import keras
+import numpy as np
 
 from transferkit.backbones import BACKBONES
 from transferkit.data.augment import make_augmenter
 from transferkit.data.balance import class_weights
-from transferkit.data.pipeline import batches
+from transferkit.data.pipeline import EpochData, batches, epoch_batches, epoch_seed
 from transferkit.data.sources import class_counts
 from transferkit.errors import TransferkitError
 from transferkit.heads import build_classifier, build_head
@@ -56,15 +58,15 @@ class Context:
         return class_weights(setting, self.splits.class_names, counts)
 
     def data(self, split, augment=False, image_size=None):
-        """Batches of ``split``; training data is shuffled (seeded) and, with ``augment``, augmented."""
+        """Batches of ``split``. Training data is :class:`~transferkit.data.pipeline.EpochData`: each epoch
+        shuffled and, with ``augment``, augmented from the seed and the epoch's index alone."""
         recipe = self.recipe
-        train = split == "train"
-        return batches(
-            self.splits.datasets[split], image_size or recipe.image_size, recipe.batch_size,
-            resize_mode=recipe.data.resize,
-            shuffle_seed=recipe.seed if train else None,
-            augment=make_augmenter(recipe.augment, seed=recipe.seed) if (train and augment) else None,
-        )
+        size = image_size or recipe.image_size
+        if split == "train":
+            augmenter = make_augmenter(recipe.augment, seed=recipe.seed) if augment else None
+            return epoch_batches(self.splits.datasets[split], size, recipe.batch_size, recipe.data.resize,
+                                 seed=recipe.seed, augment=augmenter)
+        return batches(self.splits.datasets[split], size, recipe.batch_size, resize_mode=recipe.data.resize)
 
 
 @dataclass
@@ -164,10 +166,43 @@ class _StopOnInterrupt(keras.callbacks.Callback):
     on_train_batch_end = on_test_batch_end = on_epoch_end = _check
 
 
+def resume_epoch(tracker, stage, start_epoch):
+    """The epoch (0-based, counted across stages) that ``stage`` continues at: the one after its last backup, as
+    ``keras.callbacks.BackupAndRestore`` will restore it, else ``start_epoch``.
+
+    Example:
+        >>> resume_epoch(tracker, "finetune", 5)   # 7 after a kill during the stage's third epoch
+    """
+    metadata = tracker.backup_dir(stage) / "training_metadata.json" if tracker else None
+    if metadata is None or not metadata.is_file():
+        return start_epoch
+    try:
+        return int(json.loads(metadata.read_text())["epoch"])
+    except (OSError, ValueError, KeyError) as err:
+        raise TransferkitError(f"the backup of stage '{stage}' is unreadable ({metadata}): {err}") from None
+
+
+class _Reseed(keras.callbacks.Callback):
+    """At each epoch's start, reset the model's random generators (dropout) to the seed and the epoch's index,
+    so epoch ``k`` drops the same units whether the run went straight through or was resumed."""
+
+    def __init__(self, seed):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        state = np.array([epoch_seed(self.seed + 1, epoch), 0])
+        for layer in self.model._flatten_layers():
+            for generator in getattr(layer, "_seed_generators", []):
+                generator.state.assign(state.astype(generator.state.dtype))
+
+
 def fit_stage(ctx, model, stage, train, val, epochs, start_epoch=0, class_weight=None, **fit_kwargs):
     """``model.fit`` for one named stage; returns history rows ``{epoch, stage, loss, accuracy, ...}``.
 
-    ``train`` is a batched dataset or an ``(x, y)`` tuple of arrays. With a tracker the stage is
+    ``train`` is :class:`~transferkit.data.pipeline.EpochData` (each epoch's batches a function of the seed and
+    the epoch, and the model's dropout reseeded the same way, so a resumed stage trains exactly as an
+    uninterrupted one), a batched dataset or an ``(x, y)`` tuple of arrays. With a tracker the stage is
     checkpointed every epoch, and a resumed run restores it (a finished stage takes no epochs at all).
     A NaN or infinite loss stops training with :class:`NonFiniteLoss`, keeping the last good weights.
     ``class_weight`` (``{index: weight}``) defaults to the recipe's ``data.class_weight``
@@ -175,11 +210,17 @@ def fit_stage(ctx, model, stage, train, val, epochs, start_epoch=0, class_weight
     """
     if epochs <= 0:
         return []
-    x, y = train if isinstance(train, tuple) else (train, None)
+    seeds = []
+    if isinstance(train, EpochData):  # epoch k's batches, from the epoch the stage (re)starts at
+        x, y = train.from_epoch(resume_epoch(ctx.tracker, stage, start_epoch)), None
+        fit_kwargs["steps_per_epoch"] = train.steps
+        seeds = [_Reseed(ctx.recipe.seed)]
+    else:
+        x, y = train if isinstance(train, tuple) else (train, None)
     fit_kwargs.setdefault("shuffle", y is not None)  # datasets come shuffled from the pipeline
     guard = _NanGuard()
     # the interrupt check runs last, so an epoch that ended is checkpointed before it stops the run
-    callbacks = [guard, *ctx.callbacks, *(checkpoint_callbacks(ctx.tracker, stage) if ctx.tracker else []),
+    callbacks = [guard, *seeds, *ctx.callbacks, *(checkpoint_callbacks(ctx.tracker, stage) if ctx.tracker else []),
                  _StopOnInterrupt()]
     # BackupAndRestore restores a resumed stage through model._initial_epoch, which Keras never clears:
     # left over from the previous stage it would make this one start at the wrong epoch.

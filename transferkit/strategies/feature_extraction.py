@@ -1,7 +1,8 @@
 """Feature extraction: run the frozen conv base once, cache the features, train a dense head on them."""
 import keras
 
-from transferkit.features import cache_key, cached_extract, extraction_batches, gather, indexed_batches, predictor
+from transferkit.features import (cache_key, cached_extract, epoch_index, extraction_batches, gather, indexed_batches,
+                                  predictor)
 from transferkit.strategies.common import STRATEGIES, Trained, compile_model, fit_stage, frozen_classifier
 from transferkit.weights import weights_id
 
@@ -25,9 +26,12 @@ def extract_split(ctx, predict, split, boundary=None):
 
 
 def feature_batches(ctx, features, labels, split):
-    """Batches of cached ``features``: the training split shuffled exactly as the image pipeline shuffles it."""
-    seed = ctx.recipe.seed if split == "train" else None
-    return gather(indexed_batches(None, labels, ctx.recipe.batch_size, seed), features, labels)
+    """Batches of cached ``features``: the training split shuffled exactly as the image pipeline shuffles it,
+    epoch by epoch (:func:`~transferkit.features.epoch_index`)."""
+    batch_size = ctx.recipe.batch_size
+    index = epoch_index(labels, batch_size, ctx.recipe.seed) if split == "train" else \
+        indexed_batches(None, labels, batch_size)
+    return gather(index, features, labels)
 
 
 @STRATEGIES.register("feature_extraction")

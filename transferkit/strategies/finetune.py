@@ -2,7 +2,7 @@
 import keras
 
 from transferkit.backbones import unfreeze_top_blocks
-from transferkit.features import cached_extract, gather, indexed_batches, predictor
+from transferkit.features import cached_extract, epoch_index, gather, indexed_batches, predictor
 from transferkit.strategies.common import STRATEGIES, Trained, compile_model, fit_stage, frozen_classifier
 from transferkit.strategies.feature_extraction import extract_split, feature_key
 
@@ -71,8 +71,9 @@ def _on_cached_activations(ctx, model, base, head, boundary):
             in_order = gather(indexed_batches(None, labels, recipe.batch_size), activations, labels)
             (outputs, _), hit = cached_extract(feature_key(ctx, split), predict_top, in_order)
             hits += hit
-        # one index dataset per split for both stages, so the per-epoch reshuffling continues across stages
-        index = indexed_batches(None, labels, recipe.batch_size, recipe.seed if split == "train" else None)
+        # epoch k's order depends on the seed and k alone, in both stages (epochs are counted across stages)
+        index = epoch_index(labels, recipe.batch_size, recipe.seed) if split == "train" else \
+            indexed_batches(None, labels, recipe.batch_size)
         stage1[split] = gather(index, outputs, labels)
         stage2[split] = gather(index, activations, labels)
     compile_model(head, config.head_learning_rate, jit_compile=jit)
