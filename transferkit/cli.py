@@ -22,12 +22,16 @@ def _start_tensorflow(debug):
         tf.config.list_physical_devices()
 
 
-def _friendly(command):
-    """Run ``command``; a TransferkitError (or a bad file) becomes one line on stderr and exit code 2."""
+def _friendly(command=None, *, tensorflow=True):
+    """Run ``command``; a TransferkitError (or a bad file) becomes one line on stderr and exit code 2.
+    ``tensorflow=False`` for commands that never need it, so they answer at once."""
+    if command is None:
+        return functools.partial(_friendly, tensorflow=tensorflow)
 
     @functools.wraps(command)
     def wrapper(*args, debug=False, **kwargs):
-        _start_tensorflow(debug)
+        if tensorflow:
+            _start_tensorflow(debug)
         from transferkit.errors import TransferkitError
 
         try:
@@ -139,6 +143,20 @@ def export_(run_dir, format_, out):
                f"(tolerance {parity['tolerance']:g})")
 
 
+@main.command("runs")
+@click.option("--out", default="runs", show_default=True, help="The parent folder of the run directories.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+@_friendly(tensorflow=False)
+def runs_(out, as_json):
+    """One line per run: name, recipe, data, strategy, network, status, test accuracy, wall time, date."""
+    import json
+
+    from transferkit.run_index import list_runs, table
+
+    rows = list_runs(out)
+    click.echo(json.dumps(rows, indent=2) if as_json else table(rows))
+
+
 @main.command("predict")
 @click.argument("source")
 @click.argument("images", nargs=-1, required=True)
@@ -146,13 +164,15 @@ def export_(run_dir, format_, out):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @_friendly
 def predict_(source, images, top_k, as_json):
-    """Classify IMAGES with SOURCE: a run directory, a Keras export or a SavedModel export."""
+    """Classify IMAGES (files, or folders of them, searched recursively) with SOURCE: a run directory, a Keras
+    export or a SavedModel export."""
     import json
 
     from transferkit.errors import TransferkitError
-    from transferkit.predict import load, read_image
+    from transferkit.predict import image_files, load, read_image
 
     predictor = load(source)
+    images = image_files(images)
     readable, results = [], {}
     for path in images:
         try:

@@ -19,7 +19,7 @@ import tensorflow as tf
 from PIL import Image
 
 import transferkit.layers  # noqa: F401  (registers the layers saved models hold, for loading)
-from transferkit.data.images import check_bytes, pil_rgb
+from transferkit.data.images import IMAGE_SUFFIXES, check_bytes, pil_rgb
 from transferkit.data.pipeline import resize
 from transferkit.data.sources import rgb_uint8
 from transferkit.errors import TransferkitError
@@ -28,6 +28,26 @@ from transferkit.recipes import load_recipe
 CROP_FRACTION = 0.875
 TTA_VIEWS = ("original", "flip", "center", "top_left", "top_right", "bottom_left", "bottom_right",
              "flip_center", "flip_top_left", "flip_top_right", "flip_bottom_left", "flip_bottom_right")
+
+
+def image_files(paths):
+    """``paths`` with every folder among them replaced by the image files inside it (recursively, sorted);
+    a folder without images is an error.
+
+    Example:
+        >>> image_files(["cat.png", "more/"])
+        ['cat.png', 'more/a.jpg', 'more/b/c.png']
+    """
+    found = []
+    for path in map(str, paths):
+        if not Path(path).is_dir():
+            found.append(path)
+            continue
+        inside = sorted(str(f) for f in Path(path).rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if not inside:
+            raise TransferkitError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        found += inside
+    return found
 
 
 def read_image(image):

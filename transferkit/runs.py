@@ -137,7 +137,7 @@ class RunTracker:
     def set_status(self, status, **fields):
         """Record ``status`` (running, completed, failed, interrupted) and any extra fields in run.json."""
         self.state.update(status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                          elapsed_s=round(self.elapsed(), 2), **fields)
+                          elapsed_s=round(self.elapsed(), 2), pid=os.getpid(), **fields)
         if status != "failed":
             self.state.pop("reason", None)
         write_json(self.run_dir / "run.json", self.state)
@@ -160,7 +160,9 @@ class RunTracker:
 
 
 def checkpoint_callbacks(tracker, stage):
-    """Callbacks that make ``stage`` resumable: BackupAndRestore each epoch, history and status each epoch.
+    """Callbacks that make ``stage`` resumable: BackupAndRestore each epoch, history and status each epoch;
+    and TensorBoard logs of every epoch (metrics and learning rate, epochs counted across stages) in
+    ``RUN_DIR/logs``, so ``tensorboard --logdir runs`` shows every run side by side.
 
     Example:
         >>> model.fit(train, epochs=5, callbacks=checkpoint_callbacks(tracker, "head"))
@@ -176,7 +178,8 @@ def checkpoint_callbacks(tracker, stage):
 
     backup = keras.callbacks.BackupAndRestore(str(tracker.backup_dir(stage)), double_checkpoint=True,
                                               delete_checkpoint=False)
-    return [Progress(), backup]  # history first, so a kill between the two re-runs the epoch
+    board = keras.callbacks.TensorBoard(str(tracker.run_dir / "logs"), write_graph=False, profile_batch=0)
+    return [Progress(), backup, board]  # history first, so a kill between the two re-runs the epoch
 
 
 def run_key(recipe, splits):

@@ -72,6 +72,10 @@ def test_export_then_predict_with_an_unreadable_file_among_good_ones(trained, st
     label, probability = out.stdout.strip().split(": ")[1].split()
     assert label == NAMES[expected[1].argmax()] and float(probability) == pytest.approx(expected[1].max(), abs=1e-4)
 
+    out = transferkit_cli("predict", trained.run_dir, "images", "--json", cwd=tmp_path)  # a folder: its images
+    assert out.returncode == 0, out.stderr
+    assert sorted(a["image"] for a in json.loads(out.stdout)) == sorted(str(p.relative_to(tmp_path)) for p in good)
+
 
 def test_evaluate_its_own_test_split_then_a_folder_with_tta(trained, stripes, tmp_path):
     out = transferkit_cli("evaluate", trained.run_dir, cwd=tmp_path)

@@ -61,6 +61,13 @@ def _resume(tmp_path, run_dir):
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
 
 
+def _runs(out):
+    listed = subprocess.run([sys.executable, "-m", "transferkit", "runs", "--out", str(out), "--json"],
+                            capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    return json.loads(listed.stdout)
+
+
 def _epochs(run_dir):
     return [(int(r["epoch"]), r["stage"]) for r in csv.DictReader((run_dir / "history.csv").open())]
 
@@ -121,8 +128,14 @@ def test_kill_9_during_augmented_training_then_resume_trains_as_if_never_killed(
     run_dir, _ = _wait_for_epoch(tmp_path / "killed", process, 2)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    listed = _runs(tmp_path / "killed")
+    assert [(r["name"], r["status"], r["resume"]) for r in listed] == [
+        (run_dir.name, "killed", f"transferkit run --resume {run_dir}")]
     done = _resume(tmp_path / "killed", run_dir)
     assert done.returncode == 0, done.stderr
+    (row,) = _runs(tmp_path / "killed")
+    assert row["status"] == "completed" and row["resume"] is None and row["strategy"] == "frozen_augment"
+    assert row["test_accuracy"] == json.loads((run_dir / "metrics.json").read_text())["test_accuracy"]
     assert re.search(r"resuming \S+ \(frozen_augment\): stage 'head' done to epoch (\d) of 5; training goes on from "
                      r"epoch (\d)", done.stdout)
     _assert_same_training(run_dir, reference)

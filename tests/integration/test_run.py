@@ -4,6 +4,7 @@ import json
 
 import keras
 import numpy as np
+import pytest
 
 import transferkit
 from transferkit.features import cache_dir
@@ -105,3 +106,22 @@ def test_a_folder_of_images_as_data(tmp_path, stripes):
     assert result.metrics["class_names"] == ["horizontal", "vertical"]
     assert sum(result.metrics["num_examples"].values()) == len(images)
     assert result.metrics["test_accuracy"] >= 0.8
+
+
+def test_tensorboard_logs_every_epoch_of_every_stage_with_the_learning_rate(tmp_path, stripes):
+    import tensorflow as tf
+
+    result = _run(tmp_path, stripes, "finetune", "finetune.head_epochs=2", "finetune.augment=false", epochs=2)
+    scalars = {}
+    for kind in ("train", "validation"):
+        for event_file in sorted((result.run_dir / "logs" / kind).glob("events.out.tfevents.*")):
+            for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+                for value in event.summary.value:
+                    scalars.setdefault((kind, value.tag), {})[event.step] = float(tf.make_ndarray(value.tensor))
+    assert sorted(scalars[("train", "epoch_loss")]) == [0, 1, 2, 3]  # two head epochs, then two fine-tuning
+    assert sorted(scalars[("validation", "epoch_accuracy")]) == [0, 1, 2, 3]
+    rates = scalars[("train", "epoch_learning_rate")]
+    assert rates[0] == pytest.approx(result.recipe.finetune.head_learning_rate)
+    assert rates[3] == pytest.approx(result.recipe.finetune.learning_rate)
+    history = {int(row["epoch"]) - 1: float(row["loss"]) for row in result.history}
+    assert scalars[("train", "epoch_loss")] == pytest.approx(history, rel=1e-5)
