@@ -1,5 +1,6 @@
 """The Python API: ``run`` a recipe end to end; the CLI only parses arguments and calls this."""
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from transferkit.evaluation import classification_report, plot_confusion
 from transferkit.runs import (PeakMemory, RunTracker, history_csv, new_run_dir, plot_history, run_key, save_model,
                               write_atomic, write_json)
 from transferkit.strategies import STRATEGIES, Context
+from transferkit.summary import run_summary
 from transferkit.strategies.common import NonFiniteLoss, interruptible
 from transferkit.strategies.runtime import (distribution, float32_model, precision, resolve_precision,
                                             scaled_for_replicas, scope)
@@ -84,6 +86,30 @@ def last_stage(recipe, epochs=None, learning_rate=None):
     return load_recipe(recipe, [f"{recipe.strategy}.{key}={value}" for key, value in update.items()])
 
 
+def natural_size(recipe, splits, sample=64):
+    """``(size, why)``: the image size for user data: the training images' median longer side, rounded up to a
+    multiple of 32, no smaller than the network's minimum and no larger than the size its weights were trained at.
+
+    Example:
+        >>> natural_size(load_recipe("folder"), splits)
+        (64, "64 px: the training images' median side is 64 px; efficientnet_lite0 takes 32 to 224")
+    """
+    scratch = recipe.strategy == "scratch"
+    spec = BASELINES.get_or_raise(recipe.scratch.baseline) if scratch else BACKBONES.get_or_raise(recipe.backbone)
+    if recipe.backbone == AUTO and not scratch:
+        spec = BACKBONES["efficientnet_lite0"]
+    sides = [max(int(d) for d in image.shape[:2]) for image, _ in splits.datasets["train"].take(sample)]
+    median = int(np.median(sides))
+    size = int(min(spec.default_size, max(spec.min_size, 32 * -(-median // 32))))
+    return size, (f"{size} px: the training images' median side is {median} px; {spec.name} takes "
+                  f"{spec.min_size} to {spec.default_size}")
+
+
+def _folder_name(folder):
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(folder).resolve().name).strip("-._")[:64]
+    return name or "folder"
+
+
 def resolve_data(data, recipe, class_names=None):
     """The :class:`Splits` to train on and the recipe that says where they came from.
 
@@ -101,9 +127,10 @@ def resolve_data(data, recipe, class_names=None):
     if isinstance(data, Splits):
         return data, load_recipe(recipe, IN_PYTHON)
     if isinstance(data, (str, Path)):
-        # absolute, so recipe.yaml repeats the run from any directory
+        # absolute, so recipe.yaml repeats the run from any directory; the run is named for the folder
         folder = ["data.source=folder", f"data.path={Path(data).resolve()}", "data.per_class=null"]
-        recipe = load_recipe(recipe, overrides=folder)
+        recipe = load_recipe(recipe, overrides=folder, name=_folder_name(data),
+                             description=f"images in {Path(data).resolve()}")
         return load_data(recipe.data, recipe.seed), recipe
     if isinstance(data, dict) and any(isinstance(split, tf.data.Dataset) for split in data.values()):
         return from_datasets(data, class_names), load_recipe(recipe, IN_PYTHON)
@@ -193,6 +220,10 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
         >>> sorted(p.name for p in result.run_dir.iterdir())[:3]
         ['confusion.png', 'curves.png', 'history.csv']
     """
+    if resume is None and data is None and isinstance(recipe, (str, Path)) and Path(recipe).is_dir():
+        data, recipe = recipe, "folder"  # transferkit run photos/: the recipe made for user data
+    explicit_size = image_size is not None or any(
+        o.strip().startswith("image_size=") for o in ([overrides] if isinstance(overrides, str) else overrides))
     if resume is not None:
         run_dir, recipe = _resumable(resume)
         print(_resuming(run_dir, recipe), flush=True)  # even when quiet: a resumed run says what it continues
@@ -206,6 +237,11 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
         check_buildable(recipe)
     distribution(recipe.distribute)  # made before any TensorFlow op runs (multiworker needs it); then reused
     splits, recipe = resolve_data(data, recipe, class_names)
+    if resume is None and isinstance(data, (str, Path)) and not explicit_size:
+        size, why = natural_size(recipe, splits)
+        recipe = load_recipe(recipe, [f"image_size={size}"])
+        if verbose:
+            print(f"image size {why} (--image-size to change)", flush=True)
     recipe, probes = resolve_backbone(recipe, splits, verbose=bool(verbose))
     return run_resolved(recipe, splits, out=out, verbose=verbose, run_dir=run_dir if resume is not None else None,
                         probes=probes)
@@ -239,6 +275,9 @@ def run_resolved(recipe, splits, out="runs", verbose=2, run_dir=None, probes=Non
         replicas = strategy.num_replicas_in_sync if strategy is not None else 1
         ctx.recipe = scaled_for_replicas(recipe, replicas)
         policy = resolve_precision(recipe.mixed_precision)
+        if verbose:
+            lines, warnings = run_summary(recipe, splits, policy, probes)
+            print("\n".join(lines + warnings), flush=True)
         with PeakMemory() as memory, precision(policy), scope(strategy), interruptible():
             trained = STRATEGIES[recipe.strategy](ctx)
         trained.model = ctx.model = float32_model(trained.model, rebuild=strategy is not None)

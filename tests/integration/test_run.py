@@ -106,6 +106,30 @@ def test_a_folder_of_images_as_data(tmp_path, stripes):
     assert result.metrics["class_names"] == ["horizontal", "vertical"]
     assert sum(result.metrics["num_examples"].values()) == len(images)
     assert result.metrics["test_accuracy"] >= 0.8
+    assert result.recipe.name == "photos" and result.run_dir.name.startswith("photos-feature_extraction-")
+    assert result.recipe.image_size == 32  # given (FAST), so kept
+
+
+def test_a_folder_as_the_recipe_is_named_for_it_and_sized_by_its_images(tmp_path, capsys):
+    from PIL import Image
+
+    from conftest import stripe_images
+
+    images, labels = stripe_images(40, size=48, seed=4)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = tmp_path / "my photos" / ("horizontal", "vertical")[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    result = transferkit.run(str(tmp_path / "my photos"), strategy="feature_extraction", epochs=2,
+                             out=tmp_path / "runs", overrides=["head.units=16"], verbose=1)
+    assert result.recipe.name == "my-photos" and result.run_dir.name.startswith("my-photos-feature_extraction-")
+    assert result.recipe.backbone == "efficientnet_lite0" and result.recipe.weights == "imagenet"
+    assert result.recipe.image_size == 64  # 48 px images: rounded up to a multiple of 32
+    printed = capsys.readouterr().out
+    assert "image size 64 px: the training images' median side is 48 px" in printed
+    assert "data      my-photos: 2 classes" in printed and "stage 'head': epochs 1-2" in printed
+    saved = transferkit.load_recipe(str(result.run_dir / "recipe.yaml"))
+    assert saved.name == "my-photos" and saved.image_size == 64 and saved.description.startswith("images in ")
 
 
 def test_tensorboard_logs_every_epoch_of_every_stage_with_the_learning_rate(tmp_path, stripes):

@@ -39,3 +39,14 @@ def test_a_relative_data_folder_is_saved_absolute(tmp_path, monkeypatch):
     assert result.recipe.data.path == str(tmp_path / "photos")
     assert result.recipe.data.per_class is None  # the demo's pick from the sample does not apply to a folder
     assert transferkit.load_recipe(str(result.run_dir / "recipe.yaml")).data.path == str(tmp_path / "photos")
+
+
+def test_summary_warns_of_a_class_that_validation_never_shows(stripes):
+    from transferkit.data.sources import from_arrays
+    from transferkit.summary import run_summary
+
+    x, y = stripes["val"]
+    splits = from_arrays({**stripes, "val": (x[y == 0], y[y == 0])}, ["horizontal", "vertical"])
+    lines, warnings = run_summary(transferkit.load_recipe("demo"), splits, "float32")
+    assert lines[0].startswith("data      demo: 2 classes; train 96 (48 per class), val 16, test 64")
+    assert warnings == ["warning: no val images of class 'vertical': its val accuracy cannot be measured"]

@@ -222,6 +222,10 @@ def fit_stage(ctx, model, stage, train, val, epochs, start_epoch=0, class_weight
     # the interrupt check runs last, so an epoch that ended is checkpointed before it stops the run
     callbacks = [guard, *seeds, *ctx.callbacks, *(checkpoint_callbacks(ctx.tracker, stage) if ctx.tracker else []),
                  _StopOnInterrupt()]
+    if ctx.verbose:
+        rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        print(f"stage '{stage}': epochs {start_epoch + 1}-{start_epoch + epochs}, learning rate {rate:g}, "
+              f"{sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} trainable parameters", flush=True)
     # BackupAndRestore restores a resumed stage through model._initial_epoch, which Keras never clears:
     # left over from the previous stage it would make this one start at the wrong epoch.
     model._initial_epoch = None

@@ -1,0 +1,48 @@
+"""What a run prints before it trains: the data, the network, the stages and the dtype policy, each in a line;
+and the warnings a user should see before spending the time (a class that validation or test never shows).
+
+Example:
+    >>> print("\\n".join(run_summary(recipe, splits, "mixed_bfloat16")))
+    data      demo: 10 classes; train 50 (5 per class), val 200, test 300; 224 px, squash
+"""
+from transferkit.data.sources import class_counts
+
+
+def _per_class(counts):
+    low, high = min(counts), max(counts)
+    return f"{low} per class" if low == high else f"{low}-{high} per class"
+
+
+def _stages(recipe):
+    stage = recipe.stage()
+    if recipe.strategy == "finetune":
+        return (f"head {stage.head_epochs} epochs at lr {stage.head_learning_rate:g}, then top "
+                f"{stage.unfreeze_blocks} block(s) unfrozen for {stage.epochs} epochs at lr {stage.learning_rate:g}")
+    return f"{recipe.strategy} {stage.epochs} epochs at lr {stage.learning_rate:g}"
+
+
+def run_summary(recipe, splits, policy, probes=None):
+    """The lines printed before training, and the warnings (``(lines, warnings)``).
+
+    Example:
+        >>> lines, warnings = run_summary(recipe, splits, "float32")
+    """
+    counts = {split: class_counts(splits, split) for split in ("train", "val", "test")}
+    lines = [f"data      {recipe.name}: {splits.num_classes} classes; train {splits.counts['train']} "
+             f"({_per_class(counts['train'])}), val {splits.counts['val']}, test {splits.counts['test']}; "
+             f"{recipe.image_size} px, {recipe.data.resize}"]
+    if recipe.strategy == "scratch":
+        lines.append(f"network   {recipe.scratch.baseline} from scratch")
+    else:
+        blocks = "all blocks" if recipe.base_blocks is None else f"blocks 1-{recipe.base_blocks}"
+        chosen = " (chosen by backbone auto)" if probes else ""
+        lines.append(f"network   {recipe.backbone}{chosen}, weights {recipe.weights}, {blocks}")
+    lines.append(f"stages    {_stages(recipe)}; batch {recipe.batch_size}, seed {recipe.seed}")
+    lines.append(f"dtype     {policy or 'float32'}")
+    warnings = []
+    for split in ("val", "test"):
+        missing = [name for name, count in zip(splits.class_names, counts[split]) if count == 0]
+        if missing:
+            warnings.append(f"warning: no {split} images of class {', '.join(map(repr, missing[:3]))}"
+                            f"{' ...' if len(missing) > 3 else ''}: its {split} accuracy cannot be measured")
+    return lines, warnings
