@@ -2,6 +2,7 @@
 import json
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,22 @@ def check_buildable(recipe):
     elif recipe.backbone != AUTO:  # auto is resolved with the data (resolve_backbone)
         BACKBONES.get_or_raise(recipe.backbone).check_size(recipe.image_size)
         check_source(recipe.weights, recipe.backbone)
+
+
+def unused_overrides(recipe, overrides):
+    """Warnings for ``--set`` keys in the section of a strategy this recipe does not run (they change nothing).
+
+    Example:
+        >>> unused_overrides(load_recipe("demo"), ["scratch.baseline=lenet5"])
+        ["warning: --set scratch.baseline=lenet5 changes nothing: the finetune strategy does not use the scratch section"]
+    """
+    found = []
+    for assignment in [overrides] if isinstance(overrides, str) else overrides:
+        section = assignment.split("=", 1)[0].split(".", 1)[0].strip()
+        if section in STRATEGIES and section != recipe.strategy and "." in assignment.split("=", 1)[0]:
+            found.append(f"warning: --set {assignment} changes nothing: the {recipe.strategy} strategy does not use "
+                         f"the {section} section")
+    return found
 
 
 def last_stage(recipe, epochs=None, learning_rate=None):
@@ -234,6 +251,8 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
             recipe = load_recipe(recipe, [f"data.data_dir={data_dir}"])
         STRATEGIES.get_or_raise(recipe.strategy)
         recipe = last_stage(recipe, epochs, learning_rate)
+        for line in unused_overrides(recipe, overrides):
+            print(line, file=sys.stderr, flush=True)
         check_buildable(recipe)
     distribution(recipe.distribute)  # made before any TensorFlow op runs (multiworker needs it); then reused
     splits, recipe = resolve_data(data, recipe, class_names)

@@ -50,3 +50,11 @@ def test_summary_warns_of_a_class_that_validation_never_shows(stripes):
     lines, warnings = run_summary(transferkit.load_recipe("demo"), splits, "float32")
     assert lines[0].startswith("data      demo: 2 classes; train 96 (48 per class), val 16, test 64")
     assert warnings == ["warning: no val images of class 'vertical': its val accuracy cannot be measured"]
+
+
+def test_a_set_in_a_section_the_strategy_does_not_use_is_named(tmp_path, capsys):
+    from transferkit.api import unused_overrides
+
+    recipe = transferkit.load_recipe("demo")
+    assert unused_overrides(recipe, ["scratch.baseline=lenet5", "finetune.epochs=2", "head.units=8"]) == [
+        "warning: --set scratch.baseline=lenet5 changes nothing: the finetune strategy does not use the scratch section"]
