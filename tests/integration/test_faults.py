@@ -44,7 +44,7 @@ def _start(tmp_path, photos, *args):
 def _wait_for_epoch(tmp_path, process, epoch, timeout=240):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        for state_file in tmp_path.glob("demo_hed-*/run.json"):
+        for state_file in tmp_path.glob("photos*-*/run.json"):
             try:
                 state = json.loads(state_file.read_text())
             except ValueError:
@@ -81,7 +81,7 @@ def _straight_through(root, photos, *args):
     root.mkdir()
     done = _start(root, photos, *args)
     assert done.wait(timeout=600) == 0, done.communicate()
-    return next(root.glob("demo_hed-*"))
+    return next(root.glob("photos*-*"))
 
 
 def _assert_same_training(run_dir, reference):
@@ -185,7 +185,7 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_weights(t
     assert out.returncode == 2
     assert "the loss became nan" in out.stderr.lower() or "the loss became inf" in out.stderr.lower()
     assert "Traceback" not in out.stderr
-    run_dir = next(tmp_path.glob("demo_hed-scratch-*"))
+    run_dir = next(tmp_path.glob("photos*-scratch-*"))
     state = json.loads((run_dir / "run.json").read_text())
     assert state["status"] == "failed" and "loss became" in state["reason"]
     model = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
@@ -198,7 +198,7 @@ def test_resume_refuses_a_completed_run_and_a_non_run(tmp_path, photos):
                            str(tmp_path), *TINY, "--strategy", "feature_extraction", "--epochs", "1"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    run_dir = next(tmp_path.glob("demo_hed-feature_extraction-*"))
+    run_dir = next(tmp_path.glob("photos*-feature_extraction-*"))
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
     again = _resume(tmp_path, run_dir)
     assert again.returncode == 2 and "completed already" in again.stderr
