@@ -14,6 +14,7 @@ setup(
     packages=find_packages(include=["transferkit", "transferkit.*"]) + ["transferkit.recipes"],
     package_dir={"transferkit.recipes": "recipes"},
     package_data={
+        "transferkit": ["catalog_snapshot.json"],
         "transferkit.data": ["sample/*.npz", "sample/LICENSE"],
         "transferkit.recipes": ["*.yaml"],
     },

@@ -1,4 +1,7 @@
 """What transferkit knows, as ``(name, description)`` rows for ``transferkit list``."""
+import json
+from pathlib import Path
+
 from transferkit.backbones import BACKBONES
 from transferkit.baselines import BASELINES
 from transferkit.recipes import list_recipes, load_recipe
@@ -57,3 +60,23 @@ def catalog(what):
         'random initialisation'
     """
     return KINDS.get_or_raise(what)()
+
+
+SNAPSHOT = Path(__file__).with_name("catalog_snapshot.json")
+SNAPSHOT_KINDS = ("backbones", "baselines", "strategies", "weights")  # what needs TensorFlow to list live
+
+
+def write_snapshot(path=SNAPSHOT):
+    """Write the rows of every registry that takes TensorFlow to import, for ``transferkit list`` to answer at
+    once (:func:`transferkit.listing.listing`); a test fails when the snapshot and the registries differ.
+
+    Example:
+        >>> write_snapshot()   # python -m transferkit.catalog
+    """
+    rows = {kind: [list(row) for row in catalog(kind)] for kind in SNAPSHOT_KINDS}
+    Path(path).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    write_snapshot()
+    print(f"wrote {SNAPSHOT}")

@@ -115,12 +115,12 @@ def run(recipe, resume, strategy, backbone, weights, epochs, image_size, lr, bat
 
 @main.command("list")
 @click.argument("what", type=click.Choice(["backbones", "baselines", "strategies", "recipes", "weights"]))
-@_friendly
+@_friendly(tensorflow=False)
 def list_(what):
     """List what transferkit knows: backbones, baselines, strategies, recipes or weights sources."""
-    from transferkit.catalog import catalog
+    from transferkit.listing import listing
 
-    for name, description in catalog(what):
+    for name, description in listing(what):
         click.echo(f"{name:20s} {description}")
 
 

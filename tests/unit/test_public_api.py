@@ -45,3 +45,13 @@ def test_one_override_string_is_one_override(tmp_path, stripes):
     result = transferkit.run("demo_hed", strategy="scratch", overrides="scratch.baseline=lenet5", image_size=32, epochs=1,
                              data=stripes, class_names=["horizontal", "vertical"], out=tmp_path / "runs", verbose=0)
     assert result.recipe.scratch.baseline == result.metrics["baseline"] == "lenet5"
+
+
+def test_the_list_snapshot_is_the_registries():
+    from transferkit.catalog import SNAPSHOT_KINDS
+    from transferkit.listing import listing
+
+    for kind in SNAPSHOT_KINDS:
+        assert listing(kind) == [tuple(row) for row in catalog(kind)], \
+            f"transferkit/catalog_snapshot.json is stale: python -m transferkit.catalog rewrites it ({kind})"
+    assert listing("recipes") == catalog("recipes")
