@@ -224,8 +224,10 @@ def fit_stage(ctx, model, stage, train, val, epochs, start_epoch=0, class_weight
                  _StopOnInterrupt()]
     if ctx.verbose:
         rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+        total = (ctx.model or model).count_params()  # the whole classifier, also when a stage trains on features
         print(f"stage '{stage}': epochs {start_epoch + 1}-{start_epoch + epochs}, learning rate {rate:g}, "
-              f"{sum(int(np.prod(w.shape)) for w in model.trainable_weights):,} trainable parameters", flush=True)
+              f"{trainable:,} of {total:,} parameters trainable", flush=True)
     # BackupAndRestore restores a resumed stage through model._initial_epoch, which Keras never clears:
     # left over from the previous stage it would make this one start at the wrong epoch.
     model._initial_epoch = None
