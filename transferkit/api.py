@@ -17,7 +17,7 @@ from transferkit.data.embedded import ArraySplits
 from transferkit.data.datasets import from_datasets
 from transferkit.data.sources import Splits, from_arrays, load_data
 from transferkit.errors import TransferkitError
-from transferkit.recipes import Recipe, load_recipe
+from transferkit.recipes import Recipe, list_recipes, load_recipe
 from transferkit.evaluation import classification_report, plot_confusion
 from transferkit.runs import (PeakMemory, RunTracker, history_csv, new_run_dir, plot_history, run_key, save_model,
                               write_atomic, write_json)
@@ -237,7 +237,8 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
         >>> sorted(p.name for p in result.run_dir.iterdir())[:3]
         ['confusion.png', 'curves.png', 'history.csv']
     """
-    if resume is None and data is None and isinstance(recipe, (str, Path)) and Path(recipe).is_dir():
+    if resume is None and data is None and isinstance(recipe, (str, Path)) and Path(recipe).is_dir() \
+            and str(recipe) not in list_recipes():
         data, recipe = recipe, "folder"  # transferkit run photos/: the recipe made for user data
     explicit_size = image_size is not None or any(
         o.strip().startswith("image_size=") for o in ([overrides] if isinstance(overrides, str) else overrides))
@@ -259,6 +260,7 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
     if resume is None and isinstance(data, (str, Path)) and not explicit_size:
         size, why = natural_size(recipe, splits)
         recipe = load_recipe(recipe, [f"image_size={size}"])
+        check_buildable(recipe)
         if verbose:
             print(f"image size {why} (--image-size to change)", flush=True)
     recipe, probes = resolve_backbone(recipe, splits, verbose=bool(verbose))

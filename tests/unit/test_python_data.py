@@ -139,3 +139,12 @@ def test_image_dataset_from_directory_brings_its_own_class_names(tmp_path, strip
                                                                 shuffle=False, verbose=False)
                 for split in stripes}
     assert from_datasets(datasets).class_names == ("horizontal", "vertical")
+
+
+def test_datasets_whose_class_names_differ_between_splits_are_refused(stripes):
+    datasets = {}
+    for split, (x, y) in stripes.items():
+        datasets[split] = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+        datasets[split].class_names = ["a", "b"] if split != "val" else ["a", "c"]
+    with pytest.raises(TransferkitError, match="class_names differ between splits"):
+        from_datasets(datasets)

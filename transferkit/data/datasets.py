@@ -28,7 +28,12 @@ def from_datasets(datasets, class_names=None):
     """
     named = named_splits(datasets, "dataset data")
     if class_names is None:
-        class_names = next((list(d.class_names) for d in named.values() if getattr(d, "class_names", None)), None)
+        carried = {name: list(d.class_names) for name, d in named.items() if getattr(d, "class_names", None)}
+        if len({tuple(names) for names in carried.values()}) > 1:
+            raise TransferkitError("the datasets' class_names differ between splits "
+                                   f"({'; '.join(f'{k}: {v}' for k, v in carried.items())}), so the same label "
+                                   "means different classes: pass class_names=[...] for all, and matching datasets")
+        class_names = next(iter(carried.values()), None)
     datasets = {name: _pairs(name, dataset) for name, dataset in named.items()}
     seen = {name: _read(name, dataset) for name, dataset in datasets.items()}
     indices, class_names = class_indices({name: labels for name, (labels, _, _) in seen.items()}, class_names)
