@@ -63,8 +63,7 @@ def check_buildable(recipe):
         Traceback (most recent call last):
         TransferkitError: weights 'hed-bsds500' exist only for vgg16, not resnet50
     """
-    stage = recipe.stage()
-    if sum(v for k, v in stage.model_dump().items() if k.endswith("epochs")) < 1:
+    if recipe.total_epochs() < 1:
         raise TransferkitError(f"{recipe.strategy} would train no epoch: give it at least one "
                                f"(--epochs N or --set {recipe.strategy}.epochs=N)")
     if recipe.strategy == "scratch":
@@ -202,8 +201,7 @@ def _resumable(run_dir):
 def _resuming(run_dir, recipe):
     """``resuming RUN (finetune): stage 'finetune' done to epoch 6 of 10; training goes on from epoch 7``."""
     state = json.loads((Path(run_dir) / "run.json").read_text())
-    stage = recipe.stage()
-    total = sum(v for k, v in stage.model_dump().items() if k.endswith("epochs"))
+    total = recipe.total_epochs()
     done = int(state.get("epoch", 0))
     where = f"stage '{state['stage']}' done to epoch {done} of {total}" if done else f"no epoch of {total} done yet"
     return f"resuming {run_dir} ({recipe.strategy}): {where}; training goes on from epoch {done + 1}"

@@ -10,7 +10,6 @@ layer it fills, and the result is cached once as ``$TRANSFERKIT_CACHE/weights/NA
 Layer names follow ``keras.applications.EfficientNetB0`` (``block4c_add``, ``top_activation``), so the block
 map means what it means there. Inputs are scaled to [-1, 1] (the backbone's ``tf`` preprocessing).
 """
-import hashlib
 import importlib.util
 import math
 import os
@@ -20,9 +19,8 @@ from pathlib import Path
 
 import h5py
 import keras
-import numpy as np
 
-from transferkit.cache import cache_root
+from transferkit.cache import cache_root, file_digest
 from transferkit.errors import TransferkitError
 from transferkit.torch_checkpoint import load_state_dict
 
@@ -144,14 +142,6 @@ def checkpoint_path(variant):
     return found[0]
 
 
-def _digest(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _torch_names(model):
     """``{keras layer name: PyTorch module prefix}`` for every layer of ``model`` that holds weights."""
     names = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "top_conv": "_conv_head", "top_bn": "_bn1",
@@ -221,7 +211,7 @@ def imagenet_weights(variant):
         'efficientnet_lite0-57934424a1b2.h5'
     """
     checkpoint = checkpoint_path(variant)
-    target = cache_root() / "weights" / f"{variant}-{_digest(checkpoint)[:12]}.h5"
+    target = cache_root() / "weights" / f"{variant}-{file_digest(checkpoint)[:12]}.h5"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -149,21 +149,12 @@ def extraction_batches(dataset, image_size, batch_size, resize_mode="squash"):
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def indexed_batches(features, labels, batch_size, shuffle_seed=None):
-    """Batches of rows of (possibly memory-mapped) arrays, read on demand, as a ``tf.data.Dataset``.
-
-    With ``shuffle_seed`` the order is exactly the training pipeline's (:func:`transferkit.data.pipeline.batches`
-    shuffles the same number of elements with the same seed and buffer), so training on cached activations
-    sees the batches that training on the images would. Iterate one returned dataset across stages to keep
-    the per-epoch reshuffling in step, as the pipeline's dataset is.
-    """
+def indexed_batches(features, labels, batch_size):
+    """Batches of rows of (possibly memory-mapped) arrays in order, read on demand, as a ``tf.data.Dataset``
+    (training batches in the pipeline's shuffled order come from :func:`epoch_index`)."""
     import tensorflow as tf
 
-    count = len(labels)
-    index = tf.data.Dataset.range(count)
-    if shuffle_seed is not None:
-        index = index.shuffle(4096, seed=shuffle_seed, reshuffle_each_iteration=True)
-    index = index.batch(batch_size)
+    index = tf.data.Dataset.range(len(labels)).batch(batch_size)
     return index if features is None else gather(index, features, labels)
 
 

@@ -144,6 +144,15 @@ class Recipe(_Section):
         """The hyperparameter section of ``strategy`` (default: the recipe's own)."""
         return getattr(self, strategy or self.strategy)
 
+    def total_epochs(self, strategy=None):
+        """Epochs of every stage of ``strategy`` (default: the recipe's own), e.g. finetune's head and fine-tuning.
+
+        Example:
+            >>> load_recipe("demo").total_epochs()
+            25
+        """
+        return sum(v for k, v in self.stage(strategy).model_dump().items() if k.endswith("epochs"))
+
     def to_yaml(self):
         """The resolved recipe as YAML text, loadable again with :func:`load_recipe`."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

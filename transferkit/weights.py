@@ -6,7 +6,6 @@ downloads when online. ``hed-bsds500`` is the conv base of VGG16 as the ``hed-te
 conv layers of ImageNet VGG16, fine-tuned for edge detection on BSDS500 (HED, Xie & Tu 2015; MIT licence). It
 is a real pretrained VGG16 conv base, but edge-detection weights, not ImageNet's.
 """
-import hashlib
 import importlib.util
 import os
 import re
@@ -17,6 +16,7 @@ import h5py
 import keras
 
 from transferkit.backbones import BACKBONES
+from transferkit.cache import file_digest
 from transferkit.errors import TransferkitError, did_you_mean
 from transferkit.network import reachable
 
@@ -50,11 +50,7 @@ def weights_id(source):
     if source in ("imagenet", "none"):
         return source
     path = hed_weights_path() if source == "hed-bsds500" else Path(source)
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return f"{source if source == 'hed-bsds500' else path.name}:{digest.hexdigest()[:12]}"
+    return f"{source if source == 'hed-bsds500' else path.name}:{file_digest(path)[:12]}"
 
 
 def check_source(source, backbone):

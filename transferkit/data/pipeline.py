@@ -30,32 +30,20 @@ def resize(image, size, mode="squash"):
     return tf.image.resize(image, (size, size))
 
 
-def batches(dataset, image_size, batch_size, resize_mode="squash", shuffle_seed=None, augment=None):
-    """Turn an unbatched ``(uint8 image, label)`` dataset into batches ready for ``fit``/``predict``.
-
-    Decoded, resized images are cached in memory; ``shuffle_seed`` (training) reshuffles every epoch,
-    deterministically; ``augment`` (a Keras layer) runs on training batches only, after its data-dependent
-    layers (PCA colour) are adapted on these images, the training split (which also fills the cache).
+def batches(dataset, image_size, batch_size, resize_mode="squash"):
+    """Turn an unbatched ``(uint8 image, label)`` dataset into resized batches, in order, for evaluation and
+    prediction (training batches come from :func:`epoch_batches`). Decoded, resized images are cached in memory.
 
     Example:
-        >>> train = batches(splits.datasets["train"], 32, 64, shuffle_seed=42, augment=make_augmenter(cfg))
+        >>> val = batches(splits.datasets["val"], 32, 64)
     """
     ds = dataset.map(lambda x, y: (resize(x, image_size, resize_mode), y), num_parallel_calls=AUTOTUNE)
-    ds = ds.cache()
-    if augment is not None:
-        adapt(augment, ds.batch(256).map(lambda x, y: x))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(4096, seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if augment is not None:
-        ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+    return ds.cache().batch(batch_size).prefetch(AUTOTUNE)
 
 
 def epoch_seed(seed, epoch):
     """The seed of epoch ``epoch`` (0-based, counted across a run's stages): a function of both and nothing else,
-    so a resumed run draws epoch ``k``'s order and augmentation as an uninterrupted run does. Works on ints and
-    on int64 tensors.
+    so a resumed run draws epoch ``k``'s order and augmentation as an uninterrupted run does.
 
     Example:
         >>> epoch_seed(42, 3) == epoch_seed(42, 3) != epoch_seed(42, 4)
@@ -68,31 +56,43 @@ def epoch_seed(seed, epoch):
 class EpochData:
     """Training batches whose every epoch is a pure function of the seed and the epoch's index.
 
-    ``make(epoch)`` (an int64 tensor) returns that epoch's batches; ``steps`` is their number.
-    :meth:`from_epoch` chains the epochs from any epoch on, which is how a resumed stage continues exactly
-    where an uninterrupted one would be.
+    ``make(epoch)`` (a Python int) returns that epoch's batches; ``steps`` is their number. :meth:`epochs`
+    chains the epochs from any epoch on, which is how a resumed stage continues exactly where an uninterrupted
+    one would be. (The epochs are chained in Python, not with ``flat_map``: a shuffle seed that is a tensor
+    breaks TensorFlow's seed check when the global seed is 0.)
 
     Example:
-        >>> data = epoch_batches(splits.datasets["train"], 32, 16, seed=42)
-        >>> first_batch_of_epoch_3 = next(iter(data.from_epoch(3)))
+        >>> data = epoch_batches(splits.datasets["train"], splits.counts["train"], 32, 16, seed=42)
+        >>> first_batch_of_epoch_3 = next(iter(data.epochs(3, 4)))
     """
 
     make: Callable
     steps: int
 
-    def from_epoch(self, epoch):
-        """Every epoch's batches from ``epoch`` on, one after the other, without end."""
-        return tf.data.Dataset.range(int(epoch), 2 ** 62).flat_map(self.make).prefetch(AUTOTUNE)
+    def epochs(self, first, end):
+        """The batches of epochs ``first`` to ``end - 1``, one epoch after the other."""
+        chained = self.make(int(first))
+        for epoch in range(int(first) + 1, int(end)):
+            chained = chained.concatenate(self.make(epoch))
+        return chained.prefetch(AUTOTUNE)
+
+
+def seed_generators(model):
+    """The random generators (``keras.random.SeedGenerator``) of every layer of ``model``: augmentation, dropout.
+
+    Keras keeps them in the private ``Layer._seed_generators``; a test fails if that moves.
+    """
+    return [g for layer in model._flatten_layers() for g in getattr(layer, "_seed_generators", [])]
 
 
 def reseeded(augment, seed, epoch):
     """A function that augments ``(index_in_epoch, (images, labels))``, resetting ``augment``'s random
     generators to the epoch's seed at the epoch's first batch (run it in order: ``map`` without parallel calls)."""
-    generators = [g for layer in augment._flatten_layers() for g in getattr(layer, "_seed_generators", [])]
+    generators = seed_generators(augment)
 
     def apply(i, batch):
         images, labels = batch
-        state = tf.stack([tf.cast(epoch_seed(seed, epoch), tf.int64), tf.constant(0, tf.int64)])
+        state = tf.constant([epoch_seed(seed, epoch), 0], tf.int64)
         resets = []
         for generator in generators:
             variable = generator.state
@@ -104,19 +104,19 @@ def reseeded(augment, seed, epoch):
     return apply
 
 
-def epoch_batches(dataset, image_size, batch_size, resize_mode="squash", seed=0, augment=None):
+def epoch_batches(dataset, count, image_size, batch_size, resize_mode="squash", seed=0, augment=None):
     """Training batches as :class:`EpochData`: epoch ``k`` is shuffled with :func:`epoch_seed` ``(seed, k)`` and,
     with ``augment``, augmented from that seed too, so it does not depend on how many epochs this process ran.
+    ``count`` is the number of examples in ``dataset``.
 
     Decoded, resized images are cached in memory once for all epochs; ``augment``'s data-dependent layers (PCA
     colour) are adapted on them first.
 
     Example:
-        >>> data = epoch_batches(splits.datasets["train"], 32, 64, seed=42, augment=make_augmenter(cfg))
-        >>> model.fit(data.from_epoch(0), steps_per_epoch=data.steps, epochs=5)
+        >>> data = epoch_batches(splits.datasets["train"], splits.counts["train"], 32, 64, seed=42)
+        >>> model.fit(data.epochs(0, 5), steps_per_epoch=data.steps, epochs=5)
     """
     cached = dataset.map(lambda x, y: (resize(x, image_size, resize_mode), y), num_parallel_calls=AUTOTUNE).cache()
-    count = int(cached.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
     if augment is not None:
         adapt(augment, cached.batch(256).map(lambda x, y: x))
 

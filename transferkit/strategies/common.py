@@ -14,7 +14,7 @@ import numpy as np
 from transferkit.backbones import BACKBONES
 from transferkit.data.augment import make_augmenter
 from transferkit.data.balance import class_weights
-from transferkit.data.pipeline import EpochData, batches, epoch_batches, epoch_seed
+from transferkit.data.pipeline import EpochData, batches, epoch_batches, epoch_seed, seed_generators
 from transferkit.data.sources import class_counts
 from transferkit.errors import TransferkitError
 from transferkit.heads import build_classifier, build_head
@@ -64,8 +64,8 @@ class Context:
         size = image_size or recipe.image_size
         if split == "train":
             augmenter = make_augmenter(recipe.augment, seed=recipe.seed) if augment else None
-            return epoch_batches(self.splits.datasets[split], size, recipe.batch_size, recipe.data.resize,
-                                 seed=recipe.seed, augment=augmenter)
+            return epoch_batches(self.splits.datasets[split], self.splits.counts[split], size, recipe.batch_size,
+                                 recipe.data.resize, seed=recipe.seed, augment=augmenter)
         return batches(self.splits.datasets[split], size, recipe.batch_size, resize_mode=recipe.data.resize)
 
 
@@ -192,9 +192,8 @@ class _Reseed(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         state = np.array([epoch_seed(self.seed + 1, epoch), 0])
-        for layer in self.model._flatten_layers():
-            for generator in getattr(layer, "_seed_generators", []):
-                generator.state.assign(state.astype(generator.state.dtype))
+        for generator in seed_generators(self.model):
+            generator.state.assign(state.astype(generator.state.dtype))
 
 
 def fit_stage(ctx, model, stage, train, val, epochs, start_epoch=0, class_weight=None, **fit_kwargs):
@@ -212,7 +211,7 @@ def fit_stage(ctx, model, stage, train, val, epochs, start_epoch=0, class_weight
         return []
     seeds = []
     if isinstance(train, EpochData):  # epoch k's batches, from the epoch the stage (re)starts at
-        x, y = train.from_epoch(resume_epoch(ctx.tracker, stage, start_epoch)), None
+        x, y = train.epochs(resume_epoch(ctx.tracker, stage, start_epoch), start_epoch + epochs), None
         fit_kwargs["steps_per_epoch"] = train.steps
         seeds = [_Reseed(ctx.recipe.seed)]
     else:
