@@ -27,7 +27,7 @@ def _folds(labels, most=5):
 def probe_score(features, labels, seed=0, repeats=4):
     """Cross-validated accuracy (up to 5 stratified folds, ``repeats`` times reshuffled) of a ridge classifier
     on standardised ``features``, its regularisation chosen inside each training fold by leave-one-out: a linear
-    probe that takes a tenth of a second where a logistic regression takes seconds, and ranks backbones alike
+    probe that takes a tenth of a second per fit where a logistic regression takes seconds, and ranks backbones alike
     (measured on the demo). With a handful of images per class a single 5-fold split scores in steps of one
     image, so the folds are repeated. From the training split alone, it is a fair score to rank backbones by.
 
