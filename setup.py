@@ -20,7 +20,7 @@ setup(
     },
     install_requires=[
         "tensorflow>=2.16,<2.22",
-        "keras>=3.13.2",
+        "keras>=3.13.2,<3.16",  # Keras internals are patched: tests/unit/test_keras_internals.py
         "tensorflow-datasets>=4.9",
         "pillow>=10",
         "click>=8.1",

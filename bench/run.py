@@ -245,7 +245,7 @@ def run_ours(recipe, splits, strategy, callbacks=(), **kwargs):
     ctx = Context(recipe.model_copy(update={"strategy": strategy}), splits, verbose=0,
                   callbacks=[timer, *callbacks])
     with precision(resolve_precision(recipe.mixed_precision)):
-        trained = STRATEGIES[strategy](ctx, **kwargs)
+        trained = STRATEGIES[strategy].train(ctx, **kwargs)
     model = float32_model(trained.model)
     labels, probabilities = predict_split(model, ctx.data("test"))
     return timer, float(np.mean(probabilities.argmax(1) == labels)), trained

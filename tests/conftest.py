@@ -38,3 +38,17 @@ def stripes():
         "val": stripe_images(32, seed=2),
         "test": stripe_images(64, seed=3),
     }
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory):
+    """A folder of 96 stripe PNGs, one subfolder per class (horizontal, vertical), as a user's photos would be."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("photos")
+    images, labels = stripe_images(96, seed=5)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = root / ("horizontal", "vertical")[label]
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i}.png")
+    return root

@@ -18,7 +18,7 @@ _EXPORTS = {
     "from_datasets": "transferkit.data.datasets",
     "load_data": "transferkit.data.sources", "TransferkitError": "transferkit.errors",
     "Recipe": "transferkit.recipes", "list_recipes": "transferkit.recipes", "load_recipe": "transferkit.recipes",
-    "load": "transferkit.predict", "export": "transferkit.exporters",
+    "load": "transferkit.predict", "export": "transferkit.exporters", "lr_find": "transferkit.finder",
 }
 _SUBMODULES = ("explain",)  # reached as modules: transferkit.explain.grad_cam(model, image)
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])

@@ -23,7 +23,7 @@ from transferkit.runs import (PeakMemory, RunTracker, history_csv, new_run_dir, 
                               write_atomic, write_json)
 from transferkit.strategies import STRATEGIES, Context
 from transferkit.summary import run_summary
-from transferkit.strategies.common import NonFiniteLoss, interruptible
+from transferkit.training.callbacks import NonFiniteLoss, interruptible
 from transferkit.strategies.runtime import (distribution, float32_model, precision, resolve_precision,
                                             scaled_for_replicas, scope)
 from transferkit.weights import check_source, weights_id
@@ -50,7 +50,7 @@ class RunResult:
 
 
 # what a recipe records of data given in Python (per_class, which picks from the sample or tfds, does not apply)
-IN_PYTHON = ["data.source=arrays", "data.per_class=null"]
+IN_PYTHON = {"data.source": "arrays", "data.per_class": None}
 
 
 def check_buildable(recipe):
@@ -66,8 +66,8 @@ def check_buildable(recipe):
     if recipe.total_epochs() < 1:
         raise TransferkitError(f"{recipe.strategy} would train no epoch: give it at least one "
                                f"(--epochs N or --set {recipe.strategy}.epochs=N)")
-    if recipe.strategy == "scratch":
-        BASELINES.get_or_raise(recipe.scratch.baseline).check_size(recipe.image_size)
+    if not STRATEGIES.get_or_raise(recipe.strategy).uses_backbone:
+        BASELINES.get_or_raise(recipe.section().baseline).check_size(recipe.image_size)
     elif recipe.backbone != AUTO:  # auto is resolved with the data (resolve_backbone)
         BACKBONES.get_or_raise(recipe.backbone).check_size(recipe.image_size)
         check_source(recipe.weights, recipe.backbone)
@@ -99,7 +99,7 @@ def last_stage(recipe, epochs=None, learning_rate=None):
     update = {k: v for k, v in (("epochs", epochs), ("learning_rate", learning_rate)) if v is not None}
     if not update:
         return recipe
-    return load_recipe(recipe, [f"{recipe.strategy}.{key}={value}" for key, value in update.items()])
+    return recipe.replace({f"{recipe.strategy}.{key}": value for key, value in update.items()})
 
 
 def natural_size(recipe, splits, sample=64):
@@ -110,8 +110,8 @@ def natural_size(recipe, splits, sample=64):
         >>> natural_size(load_recipe("folder"), splits)
         (64, "64 px: the training images' median side is 64 px; efficientnet_lite0 takes 32 to 224")
     """
-    scratch = recipe.strategy == "scratch"
-    spec = BASELINES.get_or_raise(recipe.scratch.baseline) if scratch else BACKBONES.get_or_raise(recipe.backbone)
+    scratch = not STRATEGIES[recipe.strategy].uses_backbone
+    spec = BASELINES.get_or_raise(recipe.section().baseline) if scratch else BACKBONES.get_or_raise(recipe.backbone)
     if recipe.backbone == AUTO and not scratch:
         spec = BACKBONES["efficientnet_lite0"]
     sides = [max(int(d) for d in image.shape[:2]) for image, _ in splits.datasets["train"].take(sample)]
@@ -141,17 +141,16 @@ def resolve_data(data, recipe, class_names=None):
             raise TransferkitError("this recipe's data were arrays given in Python: pass them again with data=...")
         return load_data(recipe.data, recipe.seed), recipe
     if isinstance(data, Splits):
-        return data, load_recipe(recipe, IN_PYTHON)
+        return data, recipe.replace(IN_PYTHON)
     if isinstance(data, (str, Path)):
         # absolute, so recipe.yaml repeats the run from any directory; the run is named for the folder
-        folder = ["data.source=folder", f"data.path={Path(data).resolve()}", "data.per_class=null"]
-        recipe = load_recipe(recipe, overrides=folder, name=_folder_name(data),
-                             description=f"images in {Path(data).resolve()}")
+        recipe = recipe.replace({"data.source": "folder", "data.path": str(Path(data).resolve()), "data.per_class": None,
+                                 "name": _folder_name(data), "description": f"images in {Path(data).resolve()}"})
         return load_data(recipe.data, recipe.seed), recipe
     if isinstance(data, dict) and any(isinstance(split, tf.data.Dataset) for split in data.values()):
-        return from_datasets(data, class_names), load_recipe(recipe, IN_PYTHON)
+        return from_datasets(data, class_names), recipe.replace(IN_PYTHON)
     if isinstance(data, (ArraySplits, dict)):
-        return from_arrays(data, class_names), load_recipe(recipe, IN_PYTHON)
+        return from_arrays(data, class_names), recipe.replace(IN_PYTHON)
     raise TransferkitError(f"data must be a folder path, a dict of splits or Splits; got {type(data).__name__}")
 
 
@@ -163,7 +162,7 @@ def resolve_backbone(recipe, splits, verbose=True):
     Example:
         >>> recipe, probes = resolve_backbone(load_recipe("demo", backbone="auto"), splits)
     """
-    if recipe.backbone != AUTO or recipe.strategy == "scratch":
+    if recipe.backbone != AUTO or not STRATEGIES[recipe.strategy].uses_backbone:
         return recipe, None
     recipe, probes = choose_backbone(recipe, splits, verbose=verbose)
     check_buildable(recipe)
@@ -235,35 +234,53 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
         >>> sorted(p.name for p in result.run_dir.iterdir())[:3]
         ['confusion.png', 'curves.png', 'history.csv']
     """
-    if resume is None and data is None and isinstance(recipe, (str, Path)) and Path(recipe).is_dir() \
-            and str(recipe) not in list_recipes():
-        data, recipe = recipe, "folder"  # transferkit run photos/: the recipe made for user data
-    explicit_size = image_size is not None or any(
-        o.strip().startswith("image_size=") for o in ([overrides] if isinstance(overrides, str) else overrides))
     if resume is not None:
         run_dir, recipe = _resumable(resume)
         print(_resuming(run_dir, recipe), flush=True)  # even when quiet: a resumed run says what it continues
+        distribution(recipe.distribute)
+        splits, recipe = resolve_data(data, recipe, class_names)
+        recipe, probes = resolve_backbone(recipe, splits, verbose=bool(verbose))
     else:
-        recipe = load_recipe(recipe, overrides, strategy=strategy, backbone=backbone, weights=weights,
-                             image_size=image_size)
-        if data_dir is not None:
-            recipe = load_recipe(recipe, [f"data.data_dir={data_dir}"])
-        STRATEGIES.get_or_raise(recipe.strategy)
-        recipe = last_stage(recipe, epochs, learning_rate)
-        for line in unused_overrides(recipe, overrides):
-            print(line, file=sys.stderr, flush=True)
-        check_buildable(recipe)
+        run_dir = None
+        recipe, splits, probes = prepare(recipe, strategy=strategy, backbone=backbone, weights=weights, epochs=epochs,
+                                         learning_rate=learning_rate, image_size=image_size, data=data,
+                                         class_names=class_names, data_dir=data_dir, overrides=overrides,
+                                         verbose=verbose)
+    return run_resolved(recipe, splits, out=out, verbose=verbose, run_dir=run_dir, probes=probes)
+
+
+def prepare(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=None, learning_rate=None,
+            image_size=None, data=None, class_names=None, data_dir=None, overrides=(), verbose=2):
+    """``(recipe, splits, probes)``: what :func:`run` trains, resolved and checked before any training: the recipe
+    with its overrides (a folder as the ``folder`` recipe, its image size from the images, ``backbone: auto``
+    chosen), the data loaded and split, and the backbone probes (or None). Arguments as for :func:`run`.
+
+    Example:
+        >>> recipe, splits, probes = prepare("photos/", strategy="feature_extraction")
+    """
+    if data is None and isinstance(recipe, (str, Path)) and Path(recipe).is_dir() and str(recipe) not in list_recipes():
+        data, recipe = recipe, "folder"  # transferkit run photos/: the recipe made for user data
+    explicit_size = image_size is not None or any(
+        o.strip().startswith("image_size=") for o in ([overrides] if isinstance(overrides, str) else overrides))
+    recipe = load_recipe(recipe, overrides, strategy=strategy, backbone=backbone, weights=weights,
+                         image_size=image_size)
+    if data_dir is not None:
+        recipe = recipe.replace({"data.data_dir": str(data_dir)})
+    STRATEGIES.get_or_raise(recipe.strategy)
+    recipe = last_stage(recipe, epochs, learning_rate)
+    for line in unused_overrides(recipe, overrides):
+        print(line, file=sys.stderr, flush=True)
+    check_buildable(recipe)
     distribution(recipe.distribute)  # made before any TensorFlow op runs (multiworker needs it); then reused
     splits, recipe = resolve_data(data, recipe, class_names)
-    if resume is None and isinstance(data, (str, Path)) and not explicit_size:
+    if isinstance(data, (str, Path)) and not explicit_size:
         size, why = natural_size(recipe, splits)
-        recipe = load_recipe(recipe, [f"image_size={size}"])
+        recipe = recipe.replace({"image_size": size})
         check_buildable(recipe)
         if verbose:
             print(f"image size {why} (--image-size to change)", flush=True)
     recipe, probes = resolve_backbone(recipe, splits, verbose=bool(verbose))
-    return run_resolved(recipe, splits, out=out, verbose=verbose, run_dir=run_dir if resume is not None else None,
-                        probes=probes)
+    return recipe, splits, probes
 
 
 def run_resolved(recipe, splits, out="runs", verbose=2, run_dir=None, probes=None):
@@ -298,7 +315,7 @@ def run_resolved(recipe, splits, out="runs", verbose=2, run_dir=None, probes=Non
             lines, warnings = run_summary(recipe, splits, policy, probes)
             print("\n".join(lines + warnings), flush=True)
         with PeakMemory() as memory, precision(policy), scope(strategy), interruptible():
-            trained = STRATEGIES[recipe.strategy](ctx)
+            trained = STRATEGIES[recipe.strategy].train(ctx)
         trained.model = ctx.model = float32_model(trained.model, rebuild=strategy is not None)
         trained.info["precision"] = policy or "float32"
         if probes:
@@ -329,7 +346,7 @@ def _finish(ctx, trained, tracker, peak_rss_mb):
     epoch_seconds = sum(row.get("seconds", 0.0) for row in trained.history)
     trainable, total = _parameters(trained.model)
     val_accuracies = [row["val_accuracy"] for row in trained.history if "val_accuracy" in row]
-    scratch = recipe.strategy == "scratch"
+    scratch = not STRATEGIES[recipe.strategy].uses_backbone
     metrics = {
         "recipe": recipe.name,
         "strategy": recipe.strategy,
@@ -344,6 +361,7 @@ def _finish(ctx, trained, tracker, peak_rss_mb):
         "per_class": test["per_class"],
         "confusion_matrix": test["confusion_matrix"],
         "best_val_accuracy": max(val_accuracies) if val_accuracies else None,
+        "stages": ctx.stage_log,
         "epochs": len(trained.history),
         "wall_time_s": round(tracker.elapsed(), 2),
         "train_images_per_s": round(splits.counts["train"] * len(trained.history) / epoch_seconds, 1)

@@ -20,7 +20,6 @@ from transferkit.data.pipeline import batches
 from transferkit.errors import TransferkitError
 from transferkit.layers import Preprocess
 from transferkit.probe import probe_score
-from transferkit.recipes import load_recipe
 from transferkit.weights import build_base, keras_cache_dir
 
 AUTO = "auto"
@@ -101,8 +100,8 @@ def choose_backbone(recipe, splits, verbose=True):
               f"{len(probes)} probes in {time.time() - started:.0f} s)")
         for row in probes[1:]:
             print(f"  {describe(row)}")
-    chosen = load_recipe(recipe, [f"backbone={best['backbone']}", f"weights={best['weights']}",
-                                  f"base_blocks={'null' if best['base_blocks'] is None else best['base_blocks']}"])
+    chosen = recipe.replace({"backbone": best["backbone"], "weights": best["weights"],
+                             "base_blocks": best["base_blocks"]})
     return chosen, probes
 
 

@@ -126,3 +126,24 @@ def unfreeze_top_blocks(base, spec, num_blocks):
     for i, layer in enumerate(base.layers):
         layer.trainable = i >= start and not isinstance(layer, keras.layers.BatchNormalization)
     return [layer.name for layer in base.layers[start:] if layer.trainable and layer.weights]
+
+
+def block_rates(base, spec, num_blocks, decay):
+    """Learning-rate multipliers for discriminative fine-tuning: ``{variable path: decay ** k}`` for the
+    trainable weights of the ``k``-th block from the top (k = 1 for the top block), for the top ``num_blocks``
+    blocks; empty when ``decay`` is 1 (every layer at the stage's rate, the head always at it).
+
+    Example:
+        >>> block_rates(vgg16_base, BACKBONES["vgg16"], 2, 0.5)["block4_conv1/kernel"]
+        0.25
+    """
+    names = [layer.name for layer in base.layers]
+    ends = [names.index(end) for end in spec.block_ends if end in names]
+    if decay == 1 or not ends:
+        return {}
+    bounds = [-1] + ends[:-1] + [len(names) - 1]  # the top block runs to the base's last layer
+    rates = {}
+    for k in range(1, min(num_blocks, len(ends)) + 1):
+        for layer in base.layers[bounds[-k - 1] + 1:bounds[-k] + 1]:
+            rates.update({weight.path: decay ** k for weight in layer.trainable_weights})
+    return rates

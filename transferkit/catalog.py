@@ -37,7 +37,7 @@ def _baselines():
 
 @KINDS.register("strategies")
 def _strategies():
-    return [(n, _first_line(f.__doc__)) for n, f in STRATEGIES.items()]
+    return [(n, spec.description) for n, spec in STRATEGIES.items()]
 
 
 @KINDS.register("recipes")

@@ -49,6 +49,33 @@ def _friendly(command=None, *, tensorflow=True):
     return click.option("--debug", is_flag=True, help="Show the full traceback on errors.")(wrapper)
 
 
+class _Rate(click.ParamType):
+    """A learning rate: a positive number, or ``auto`` (the range test's suggestion)."""
+
+    name = "RATE|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto":
+            return value
+        try:
+            rate = float(value)
+        except (TypeError, ValueError):
+            rate = 0.0
+        if not rate > 0:
+            self.fail(f"{value!r} is not a positive number or auto", param, ctx)
+        return rate
+
+
+RATE = _Rate()
+
+
+def _strategies():
+    """The registered strategies' names, from the catalog snapshot (no TensorFlow at import)."""
+    from transferkit.listing import listing
+
+    return ", ".join(name for name, _ in listing("strategies"))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="transferkit")
 def main():
@@ -58,14 +85,14 @@ def main():
 @main.command()
 @click.argument("recipe", required=False)
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue a stopped run from its last completed epoch.")
-@click.option("--strategy", help="feature_extraction, frozen_augment, finetune or scratch.")
+@click.option("--strategy", help=f"One of {_strategies()}.")
 @click.option("--backbone", help="A backbone name (transferkit list backbones), or auto: the best linear probe "
                                  "of the training images among the backbones with offline weights.")
 @click.option("--weights", help="imagenet, none, hed-bsds500 (VGG16, offline) or a weights file.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs of the strategy's (last) stage.")
 @click.option("--image-size", type=click.IntRange(min=1), help="Input height and width in pixels.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
-              help="Learning rate of the strategy's (last) stage.")
+@click.option("--lr", type=RATE, help="Learning rate of the strategy's (last) stage; auto: the range test's "
+                                      "suggestion (transferkit lr-find).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch (--set batch_size=N).")
 @click.option("--data-dir", help="Folder of prepared tfds data (else TFDS_DATA_DIR or ~/tensorflow_datasets).")
 @click.option("--data", "data_path", help="A folder of images, one subfolder per class, instead of the recipe's data.")
@@ -101,7 +128,7 @@ def run(recipe, resume, strategy, backbone, weights, epochs, image_size, lr, bat
                         image_size=image_size, data=data_path, data_dir=data_dir, out=out, overrides=overrides,
                         verbose=0 if quiet else 2)
     m = result.metrics
-    model = m["baseline"] if m["strategy"] == "scratch" else f"{m['backbone']} ({m['weights']})"
+    model = m["baseline"] or f"{m['backbone']} ({m['weights']})"
     click.echo(f"\n{m['recipe']} / {m['strategy']} / {model}")
     click.echo(f"  test accuracy  {m['test_accuracy']:.4f}   (loss {m['test_loss']:.4f})")
     if m["best_val_accuracy"] is not None:
@@ -307,14 +334,36 @@ def visualize_filters(run_dir, layer, filters, steps, out):
     click.echo(f"wrote {save_filter_patterns(run_dir, layer, out=out, filters=filters, steps=steps)}")
 
 
+@main.command("lr-find")
+@click.argument("recipe")
+@click.option("--strategy", help=f"One of {_strategies()} (default: the recipe's).")
+@click.option("--stage", help="The stage whose rate to search (default: the strategy's last, the one --lr sets); "
+                              "the stages before it train first.")
+@click.option("--data", "data_path", help="A folder of images, one subfolder per class, instead of the recipe's data.")
+@click.option("--out", default="runs", show_default=True, help="Folder for the plot and its JSON.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any recipe key.")
+@_friendly
+def lr_find_command(recipe, strategy, stage, data_path, out, overrides):
+    """The learning-rate range test of RECIPE (a recipe or a folder of images), as fastai's lr_find: rates rising
+    from 1e-7 to 10 over about 100 batches, a plot of the smoothed loss, and a suggested rate."""
+    from transferkit.finder import lr_find
+
+    finding = lr_find(recipe, strategy=strategy, stage=stage, data=data_path, out=out, overrides=overrides)
+    click.echo(f"stage '{finding.stage}': tried {len(finding.rates)} rates from {finding.rates[0]:.1e} to "
+               f"{finding.rates[-1]:.1e}")
+    click.echo(f"  suggested learning rate  {finding.suggestion:.2e}   (fastai's valley)")
+    click.echo(f"  plot  {finding.extra['plot']}")
+    click.echo(f"  use it: transferkit run {recipe} --lr {finding.suggestion:.2g}"
+               f"{' --strategy ' + strategy if strategy else ''}, or --lr auto")
+
+
 @main.command("compare")
 @click.argument("recipe")
 @click.option("--strategies", help="Comma-separated strategies (default: scratch and the three transfer ones).")
 @click.option("--backbones", help="Comma-separated backbones for the transfer strategies (default: the recipe's).")
 @click.option("--data", "data_path", help="A folder of images, one subfolder per class, instead of the recipe's data.")
 @click.option("--baselines", help="Comma-separated baselines for scratch (default: the recipe's).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True),
-              help="Learning rate of each strategy's (last) stage.")
+@click.option("--lr", type=RATE, help="Learning rate of each strategy's (last) stage, or auto.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch (--set batch_size=N).")
 @click.option("--out", default="runs", show_default=True, help="Parent folder of the runs and the report.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any recipe key.")

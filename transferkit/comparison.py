@@ -20,7 +20,6 @@ from transferkit.runs import find_completed, read_history, run_key, save_figure,
 from transferkit.strategies import STRATEGIES
 from transferkit.strategies.runtime import distribution
 
-DEFAULT_STRATEGIES = ("scratch", "feature_extraction", "frozen_augment", "finetune")
 COLUMNS = [("run", "run"), ("test_accuracy", "test acc"), ("best_val_accuracy", "best val acc"),
            ("wall_time_s", "wall s"), ("train_images_per_s", "train img/s"), ("precision", "dtype"),
            ("trainable_params", "trainable"),
@@ -58,9 +57,19 @@ def _cell(row, key):
 
 
 def _label(recipe):
-    if recipe.strategy == "scratch":
-        return f"scratch {recipe.scratch.baseline}"
+    if not STRATEGIES[recipe.strategy].uses_backbone:
+        return f"{recipe.strategy} {recipe.section().baseline}"
     return f"{recipe.strategy} {recipe.backbone}"
+
+
+def default_strategies():
+    """Every registered strategy, the from-scratch ones first (the reference the transfer ones are read against).
+
+    Example:
+        >>> default_strategies()
+        ['scratch', 'feature_extraction', 'finetune', 'frozen_augment']
+    """
+    return sorted(STRATEGIES, key=lambda name: STRATEGIES[name].uses_backbone)
 
 
 def plan(recipe, strategies=None, backbones=None, baselines=None):
@@ -74,11 +83,10 @@ def plan(recipe, strategies=None, backbones=None, baselines=None):
         if names is not None and not names:
             raise TransferkitError(f"no {what} given; leave the option out for the default")
     variants = []
-    for strategy in strategies or DEFAULT_STRATEGIES:
-        STRATEGIES.get_or_raise(strategy)
-        if strategy == "scratch":
-            variants += [load_recipe(recipe, [f"scratch.baseline={b}"], strategy="scratch")
-                         for b in baselines or [recipe.scratch.baseline]]
+    for strategy in strategies or default_strategies():
+        if not STRATEGIES.get_or_raise(strategy).uses_backbone:
+            variants += [recipe.replace({f"{strategy}.baseline": b, "strategy": strategy})
+                         for b in baselines or [recipe.section(strategy).baseline]]
         else:
             variants += [load_recipe(recipe, strategy=strategy, backbone=b) for b in backbones or [recipe.backbone]]
     for variant in variants:
@@ -115,7 +123,7 @@ def compare(recipe="demo", strategies=None, backbones=None, baselines=None, out=
         reused = done is not None
         if not reused:
             done = run_resolved(variant, splits, out=out, verbose=verbose,
-                                probes=None if variant.strategy == "scratch" else probes).run_dir
+                                probes=probes if STRATEGIES[variant.strategy].uses_backbone else None).run_dir
         row = {**json.loads((done / "metrics.json").read_text()), "run": label, "run_dir": str(done),
                "reused": reused, "history": read_history(done / "history.csv")}
         rows.append(row)

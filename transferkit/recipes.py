@@ -4,9 +4,10 @@ A recipe is found by name in ``recipes/`` (shipped inside the package) or loaded
 and wrong types are rejected with the key named, and ``--set key.sub=value`` overrides any key.
 """
 import re
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -62,7 +63,11 @@ class AugmentConfig(_Section):
 
     ``rotation`` is in degrees, shifts, shear and zoom are fractions of the image size; ``random_crop`` is
     AlexNet's random crop as the fraction of the side kept (0.875 ~ 224 of 256), resized back, 1 = off;
-    ``pca_color`` is the standard deviation of AlexNet's PCA colour noise (0.1 in the paper), 0 = off.
+    ``pca_color`` is the standard deviation of AlexNet's PCA colour noise (0.1 in the paper), 0 = off;
+    ``rand_augment`` is the strength of ``keras.layers.RandAugment`` (two random operations per image), 0 = off.
+    These apply where a strategy augments (its ``augment`` key). ``mixup`` and ``cutmix`` are the alpha of
+    MixUp's and CutMix's Beta draw (0.2 and 1.0 are usual; 0 = off): they mix every training batch of every
+    stage, cached features included (CutMix needs images or feature maps), into soft labels.
     """
 
     flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "horizontal"
@@ -74,13 +79,70 @@ class AugmentConfig(_Section):
     fill_mode: Literal["nearest", "reflect", "constant", "wrap"] = "nearest"
     random_crop: float = Field(1.0, gt=0, le=1)
     pca_color: float = Field(0.0, ge=0, le=1)
+    rand_augment: float = Field(0.0, ge=0, le=1)
+    mixup: float = Field(0.0, ge=0)
+    cutmix: float = Field(0.0, ge=0)
+
+
+Rate = Union[Literal["auto"], Annotated[float, Field(gt=0)]]
 
 
 class StageConfig(_Section):
-    """One training stage: epochs and learning rate (Adam)."""
+    """How a strategy's stages train: epochs, Adam's learning rate and its schedule, early stopping, regularisers.
+
+    ``learning_rate: auto`` runs the learning-rate finder (``transferkit lr-find``) before the stage and trains
+    at its suggestion. ``schedule``: ``constant``, ``cosine`` (linear warmup over ``warmup_epochs``, then a half
+    cosine to 0) or ``one_cycle`` (fastai's). Early stopping watches ``monitor`` on the validation split: a stage
+    stops after ``patience`` epochs without improvement (null: never) and, with ``restore_best``, keeps the
+    weights of its best epoch. ``label_smoothing`` softens the targets; ``ema`` > 0 keeps an exponential moving
+    average of the weights with that momentum (0.99 to 0.999 are usual), which validation measures and the
+    stage keeps.
+    """
 
     epochs: int = Field(10, ge=0)
-    learning_rate: float = Field(1e-3, gt=0)
+    learning_rate: Rate = 1e-3
+    schedule: Literal["constant", "cosine", "one_cycle"] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0)
+    patience: Optional[int] = Field(5, ge=1)
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    restore_best: bool = True
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    ema: float = Field(0.0, ge=0, lt=1)
+
+    def stage(self, name, epochs=None, learning_rate=None, **extra):
+        """The :class:`Stage` called ``name`` with this section's settings (``epochs`` and ``learning_rate``
+        given for a stage with its own)."""
+        return Stage(name=name, epochs=self.epochs if epochs is None else epochs,
+                     learning_rate=self.learning_rate if learning_rate is None else learning_rate,
+                     **{key: getattr(self, key) for key in Stage.SHARED}, **extra)
+
+    def stages(self, name):
+        """The stages this section trains, in order (one, named ``name``, unless a subclass has more)."""
+        return [self.stage(name)]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage as the stage runner trains it (:func:`~transferkit.training.stage.train_stage`).
+
+    Example:
+        >>> load_recipe("demo").finetune.stages("finetune")[1].learning_rate
+        1e-05
+    """
+
+    SHARED = ("schedule", "warmup_epochs", "patience", "monitor", "restore_best", "label_smoothing", "ema")
+
+    name: str
+    epochs: int
+    learning_rate: object
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    patience: Optional[int] = None
+    monitor: str = "val_loss"
+    restore_best: bool = True
+    label_smoothing: float = 0.0
+    ema: float = 0.0
+    unfreeze_blocks: Optional[int] = None
 
 
 class FeatureExtractionConfig(StageConfig):
@@ -94,13 +156,49 @@ class FrozenAugmentConfig(StageConfig):
 
 
 class FinetuneConfig(StageConfig):
-    """Stage 1 trains the head on the frozen base; stage 2 unfreezes the top blocks at a low learning rate."""
+    """Stage 1 trains the head on the frozen base; stage 2 unfreezes the top blocks at a low learning rate.
+
+    ``layer_decay`` < 1 gives the unfrozen blocks discriminative rates: the head trains at ``learning_rate``,
+    the top block at ``learning_rate * layer_decay``, the next at ``* layer_decay ** 2`` and so on down.
+    ``unfreeze_schedule`` unfreezes gradually: ``[[epoch, blocks], ...]`` (epochs counted from the start of
+    stage 2, the first at 0) trains the top ``blocks`` blocks from that epoch on, in place of ``unfreeze_blocks``.
+    """
 
     head_epochs: int = Field(5, ge=0)
-    head_learning_rate: float = Field(1e-3, gt=0)
-    learning_rate: float = Field(1e-5, gt=0)
+    head_learning_rate: Rate = 1e-3
+    learning_rate: Rate = 1e-5
     unfreeze_blocks: int = Field(1, ge=0)
+    layer_decay: float = Field(1.0, gt=0, le=1)
+    unfreeze_schedule: Optional[list[tuple[int, int]]] = None
     augment: bool = True
+
+    @field_validator("unfreeze_schedule")
+    @classmethod
+    def _milestones(cls, value):
+        if value is None:
+            return value
+        epochs = [epoch for epoch, _ in value]
+        if not value or epochs[0] != 0 or epochs != sorted(set(epochs)) or any(b < 0 for _, b in value):
+            raise ValueError("unfreeze_schedule takes [[epoch, blocks], ...] with rising epochs, the first 0")
+        return value
+
+    def milestones(self):
+        """``[(first epoch, end epoch, blocks), ...]`` of stage 2, from ``unfreeze_schedule`` or ``unfreeze_blocks``."""
+        plan = self.unfreeze_schedule or [(0, self.unfreeze_blocks)]
+        ends = [epoch for epoch, _ in plan[1:]] + [self.epochs]
+        return [(start, min(end, self.epochs), blocks) for (start, blocks), end in zip(plan, ends)
+                if start < self.epochs]
+
+    def stages(self, name="finetune"):
+        """The head stage, then one fine-tuning stage per unfreezing milestone (``finetune``, ``finetune-2``, ...)."""
+        stages = [self.stage("head", self.head_epochs, self.head_learning_rate)]
+        for i, (start, end, blocks) in enumerate(self.milestones()):
+            stages.append(self.stage(name if i == 0 else f"{name}-{i + 1}", end - start, unfreeze_blocks=blocks))
+        return stages
+
+    def max_unfrozen(self):
+        """The most blocks any milestone unfreezes."""
+        return max(blocks for _, _, blocks in self.milestones()) if self.milestones() else self.unfreeze_blocks
 
 
 class ScratchConfig(StageConfig):
@@ -140,7 +238,7 @@ class Recipe(_Section):
     finetune: FinetuneConfig = FinetuneConfig()
     scratch: ScratchConfig = ScratchConfig(epochs=30)
 
-    def stage(self, strategy=None):
+    def section(self, strategy=None):
         """The hyperparameter section of ``strategy`` (default: the recipe's own)."""
         return getattr(self, strategy or self.strategy)
 
@@ -151,7 +249,24 @@ class Recipe(_Section):
             >>> load_recipe("demo").total_epochs()
             25
         """
-        return sum(v for k, v in self.stage(strategy).model_dump().items() if k.endswith("epochs"))
+        section = self.section(strategy)
+        return sum(stage.epochs for stage in section.stages(strategy or self.strategy))
+
+    def replace(self, changes):
+        """A validated copy with ``changes`` (``{"dotted.key": value}``) made: how code changes a recipe.
+
+        Example:
+            >>> load_recipe("demo").replace({"finetune.epochs": 3, "image_size": 96}).finetune.epochs
+            3
+        """
+        data = self.model_dump()
+        for key, value in changes.items():
+            *sections, last = key.split(".")
+            node = data
+            for section in sections:
+                node = node[section]
+            node[last] = value
+        return recipe_from_dict(data)
 
     def to_yaml(self):
         """The resolved recipe as YAML text, loadable again with :func:`load_recipe`."""

@@ -54,8 +54,9 @@ def _row(run_dir):
     except (OSError, yaml.YAMLError):
         recipe = {}
     strategy = recipe.get("strategy")
-    if strategy == "scratch":
-        network = (recipe.get("scratch") or {}).get("baseline")
+    section = recipe.get(strategy) if isinstance(recipe.get(strategy), dict) else {}
+    if "baseline" in section:  # a strategy that trains a from-scratch baseline names it in its section
+        network = section["baseline"]
     else:
         network = f"{recipe.get('backbone')} ({recipe.get('weights')})"
     status = state.get("status", "unknown")

@@ -13,12 +13,23 @@ def _per_class(counts):
     return f"{low} per class" if low == high else f"{low}-{high} per class"
 
 
+def _rate(rate):
+    return rate if rate == "auto" else f"{rate:g}"
+
+
 def _stages(recipe):
-    stage = recipe.stage()
-    if recipe.strategy == "finetune":
-        return (f"head {stage.head_epochs} epochs at lr {stage.head_learning_rate:g}, then top "
-                f"{stage.unfreeze_blocks} block(s) unfrozen for {stage.epochs} epochs at lr {stage.learning_rate:g}")
-    return f"{recipe.strategy} {stage.epochs} epochs at lr {stage.learning_rate:g}"
+    from transferkit.strategies import STRATEGIES
+
+    parts = []
+    for stage in STRATEGIES[recipe.strategy].stages(recipe):
+        if not stage.epochs:
+            continue
+        blocks = f" (top {stage.unfreeze_blocks} block(s) unfrozen)" if stage.unfreeze_blocks is not None else ""
+        parts.append(f"{stage.name}{blocks} {stage.epochs} epochs at lr {_rate(stage.learning_rate)}")
+    first = STRATEGIES[recipe.strategy].stages(recipe)[0]
+    stopping = f"early stopping on {first.monitor} after {first.patience}" if first.patience else "no early stopping"
+    kept = ", best epoch kept" if first.restore_best else ""
+    return f"{', then '.join(parts)}; {first.schedule} schedule, {stopping}{kept}"
 
 
 def run_summary(recipe, splits, policy, probes=None):
@@ -31,7 +42,9 @@ def run_summary(recipe, splits, policy, probes=None):
     lines = [f"data      {recipe.name}: {splits.num_classes} classes; train {splits.counts['train']} "
              f"({_per_class(counts['train'])}), val {splits.counts['val']}, test {splits.counts['test']}; "
              f"{recipe.image_size} px, {recipe.data.resize}"]
-    if recipe.strategy == "scratch":
+    from transferkit.strategies import STRATEGIES
+
+    if not STRATEGIES[recipe.strategy].uses_backbone:
         lines.append(f"network   {recipe.scratch.baseline} from scratch")
     else:
         blocks = "all blocks" if recipe.base_blocks is None else f"blocks 1-{recipe.base_blocks}"

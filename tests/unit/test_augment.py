@@ -212,3 +212,15 @@ def test_every_augmentation_runs_in_float32_under_a_mixed_policy():
         out = augment(images, training=True)
     assert len(augment.layers) == 7 and out.dtype == tf.float32 and out.shape == images.shape
     assert not np.allclose(np.asarray(out), images)
+
+
+def test_rand_augment_is_a_keras_layer_that_changes_images_and_resets_with_the_seed():
+    from transferkit.data.pipeline import seed_generators
+
+    config = AugmentConfig(flip="none", rotation=0, width_shift=0, height_shift=0, shear=0, zoom=0, rand_augment=0.5)
+    augmenter = make_augmenter(config, seed=1)
+    assert [type(layer).__name__ for layer in augmenter.layers] == ["RandAugment"]
+    assert seed_generators(augmenter)  # reseeded per epoch like the other layers, so resumed runs match
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    assert np.abs(np.asarray(augmenter(images, training=True)) - images).mean() > 1
+    assert make_augmenter(config.model_copy(update={"rand_augment": 0.0}), seed=1) is None

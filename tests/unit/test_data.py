@@ -241,7 +241,8 @@ def test_class_weight_auto_makes_fit_care_about_the_rare_class():
     import keras
 
     from transferkit.recipes import load_recipe
-    from transferkit.strategies.common import Context, compile_model, fit_stage
+    from transferkit.strategies.common import Context
+    from transferkit.training.stage import train_stage
 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(400, 8)).astype("float32"), (np.arange(400) % 10 == 0).astype("int32")
@@ -252,8 +253,8 @@ def test_class_weight_auto_makes_fit_care_about_the_rare_class():
         keras.utils.set_random_seed(0)
         ctx = Context(load_recipe("demo_hed", [f"data.class_weight={setting}"]), splits, verbose=0)
         model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
-        compile_model(model, 0.1)
-        fit_stage(ctx, model, "head", (x, y), None, 10, batch_size=400)
+        stage = ctx.recipe.feature_extraction.stage("head", epochs=10, learning_rate=0.1)
+        train_stage(ctx, model, stage, (x, y), None, batch_size=400)
         predicted_rare[setting] = float(np.mean(model.predict(x, verbose=0).argmax(axis=1) == 1))
     assert ctx.class_weight == {0: 0.5556, 1: 5.0}
     assert predicted_rare["none"] < 0.05 and predicted_rare["auto"] > 0.25

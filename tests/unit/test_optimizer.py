@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from transferkit.strategies.optimizer import adam
+from transferkit.training.optimizer import adam
 
 HERE = Path(__file__).resolve().parent
 

@@ -100,3 +100,34 @@ def test_yaml_syntax_error_says_where(tmp_path):
     path.write_text("name: bad\nimage_size: 64\nhead:\n  units: [1, 2\n")
     with pytest.raises(TransferkitError, match=r"bad\.yaml is not valid YAML: line \d+, column \d+: expected ','"):
         load_recipe(str(path))
+
+
+def test_finetune_stages_follow_the_unfreeze_schedule():
+    recipe = load_recipe("demo", ["finetune.epochs=6", "finetune.unfreeze_schedule=[[0, 1], [2, 2], [4, 3]]"])
+    stages = recipe.finetune.stages()
+    assert [(s.name, s.epochs, s.unfreeze_blocks) for s in stages] == [
+        ("head", recipe.finetune.head_epochs, None), ("finetune", 2, 1), ("finetune-2", 2, 2), ("finetune-3", 2, 3)]
+    assert recipe.total_epochs() == recipe.finetune.head_epochs + 6 and recipe.finetune.max_unfrozen() == 3
+    assert [s.unfreeze_blocks for s in load_recipe("demo").finetune.stages()] == [None, 1]
+
+
+@pytest.mark.parametrize("schedule", ["[[1, 1]]", "[[0, 1], [0, 2]]", "[[0, 1], [3, -1]]", "[]"])
+def test_a_bad_unfreeze_schedule_is_refused_in_one_line(schedule):
+    with pytest.raises(TransferkitError, match="unfreeze_schedule"):
+        load_recipe("demo", [f"finetune.unfreeze_schedule={schedule}"])
+
+
+def test_learning_rates_take_a_number_or_auto():
+    assert load_recipe("demo", ["finetune.learning_rate=auto"]).finetune.learning_rate == "auto"
+    for bad in ("0", "-1", "fast"):
+        with pytest.raises(TransferkitError, match="learning_rate"):
+            load_recipe("demo", [f"finetune.learning_rate={bad}"])
+
+
+def test_replace_changes_a_copy_and_validates():
+    recipe = load_recipe("demo")
+    changed = recipe.replace({"finetune.epochs": 3, "image_size": 96})
+    assert (changed.finetune.epochs, changed.image_size) == (3, 96)
+    assert recipe.image_size != 96
+    with pytest.raises(TransferkitError, match="image_size"):
+        recipe.replace({"image_size": 0})

@@ -108,8 +108,8 @@ class PCAColor(keras.layers.Layer):
 def make_augmenter(config, seed=None):
     """A ``keras.Sequential`` of random layers from an :class:`~transferkit.recipes.AugmentConfig`, or None.
 
-    In order: random crop, flip, rotation (degrees; the book uses 40), shifts, shear and zoom (fractions,
-    0.2), PCA colour. A PCA colour layer needs :func:`adapt` on training images before use.
+    In order: random crop, flip, rotation (degrees; the book uses 40), shifts, shear, RandAugment and zoom
+    (fractions, 0.2), PCA colour. A PCA colour layer needs :func:`adapt` on training images before use.
 
     Example:
         >>> augment = make_augmenter(AugmentConfig(rotation=40, zoom=0.2))
@@ -131,6 +131,8 @@ def make_augmenter(config, seed=None):
                                                     **common))
     if config.shear:
         steps.append(keras.layers.RandomShear(x_factor=config.shear, y_factor=config.shear, fill_mode=fill, **common))
+    if config.rand_augment:  # two random operations per image at this strength (Cubuk et al. 2020)
+        steps.append(keras.layers.RandAugment(value_range=(0, 255), num_ops=2, factor=config.rand_augment, **common))
     if config.zoom:
         steps.append(keras.layers.RandomZoom(config.zoom, fill_mode=fill, **common))
     if config.pca_color:

@@ -3,7 +3,8 @@ import keras
 
 from transferkit.features import (cache_key, cached_extract, epoch_index, extraction_batches, gather, indexed_batches,
                                   predictor)
-from transferkit.strategies.common import STRATEGIES, Trained, compile_model, fit_stage, frozen_classifier
+from transferkit.strategies.common import Trained, frozen_classifier, register_strategy
+from transferkit.training.stage import train_stage
 from transferkit.weights import weights_id
 
 
@@ -34,7 +35,7 @@ def feature_batches(ctx, features, labels, split):
     return gather(index, features, labels)
 
 
-@STRATEGIES.register("feature_extraction")
+@register_strategy("feature_extraction", stage="head")
 def feature_extraction(ctx):
     """Run the frozen conv base once, cache the features, train a dense head on them.
 
@@ -43,7 +44,7 @@ def feature_extraction(ctx):
     Example:
         >>> trained = feature_extraction(Context(load_recipe("demo"), splits))
     """
-    recipe, config = ctx.recipe, ctx.recipe.feature_extraction
+    config = ctx.recipe.feature_extraction
     model, base, head = frozen_classifier(ctx)
     ctx.model = model
     inputs = keras.Input(model.input.shape[1:])
@@ -53,6 +54,5 @@ def feature_extraction(ctx):
         (features, labels), hit = extract_split(ctx, predict, split)
         data[split] = feature_batches(ctx, features, labels, split)
         hits += hit
-    compile_model(head, config.learning_rate, jit_compile=recipe.jit_compile)
-    history = fit_stage(ctx, head, "head", data["train"], data["val"], config.epochs)
+    history = train_stage(ctx, head, config.stage("head"), data["train"], data["val"])
     return Trained(model, history, {"feature_cache_hits": hits})

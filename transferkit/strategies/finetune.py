@@ -1,10 +1,11 @@
 """Fine-tuning: train the head on the frozen base, then unfreeze the top conv blocks at a low learning rate."""
 import keras
 
-from transferkit.backbones import unfreeze_top_blocks
+from transferkit.backbones import block_rates, unfreeze_top_blocks
 from transferkit.features import cached_extract, epoch_index, gather, indexed_batches, predictor
-from transferkit.strategies.common import STRATEGIES, Trained, compile_model, fit_stage, frozen_classifier
+from transferkit.strategies.common import Trained, frozen_classifier, register_strategy
 from transferkit.strategies.feature_extraction import extract_split, feature_key
+from transferkit.training.stage import train_stage
 
 
 def freeze_boundary(base, spec, num_blocks):
@@ -20,12 +21,15 @@ def freeze_boundary(base, spec, num_blocks):
     return names[-1] if num_blocks == 0 else ends[-num_blocks - 1]
 
 
-@STRATEGIES.register("finetune")
+@register_strategy("finetune", stage="finetune")
 def finetune(ctx, boundary_cache=None):
     """Train the head on the frozen base, then unfreeze the top conv blocks at a low learning rate.
 
     Stage 1 ("head"): frozen base. Stage 2 ("finetune"): the top ``unfreeze_blocks`` blocks trainable except
-    their BatchNorm layers (which stay in inference mode), recompiled at ``learning_rate``.
+    their BatchNorm layers (which stay in inference mode), recompiled at ``learning_rate``; with
+    ``layer_decay`` < 1 each block lower down trains at that factor of the rate above it. With
+    ``unfreeze_schedule`` stage 2 is one stage per milestone (``finetune``, ``finetune-2``, ...), each unfreezing
+    more blocks.
 
     Without augmentation (``finetune.augment: false``) the frozen part sees the same images every epoch, so
     by default (``boundary_cache=None``) its outputs are computed once per split and cached: stage 1 trains
@@ -39,21 +43,28 @@ def finetune(ctx, boundary_cache=None):
     config = ctx.recipe.finetune
     model, base, head = frozen_classifier(ctx)
     ctx.model = model
-    boundary = freeze_boundary(base, ctx.spec, config.unfreeze_blocks)
+    boundary = freeze_boundary(base, ctx.spec, config.max_unfrozen())
     if boundary is not None and not config.augment and boundary_cache is not False:
         return _on_cached_activations(ctx, model, base, head, boundary)
     train, val = ctx.data("train", augment=config.augment), ctx.data("val")
-    compile_model(model, config.head_learning_rate, jit_compile=ctx.recipe.jit_compile)
-    history = fit_stage(ctx, model, "head", train, val, config.head_epochs)
-    unfrozen = unfreeze_top_blocks(base, ctx.spec, config.unfreeze_blocks)
-    compile_model(model, config.learning_rate, jit_compile=ctx.recipe.jit_compile)
-    history += fit_stage(ctx, model, "finetune", train, val, config.epochs, start_epoch=len(history))
+    head_stage, *stages = config.stages()
+    history = train_stage(ctx, model, head_stage, train, val)
+    history, unfrozen = _fine_tune(ctx, model, base, stages, train, val, history)
     return Trained(model, history, {"unfrozen_layers": unfrozen, "boundary_cache": None})
+
+
+def _fine_tune(ctx, model, base, stages, train, val, history):
+    """Stage 2, milestone by milestone: unfreeze, then train at the stage's rates; ``(history, unfrozen names)``."""
+    unfrozen = []
+    for stage in stages:
+        unfrozen = unfreeze_top_blocks(base, ctx.spec, stage.unfreeze_blocks)
+        rates = block_rates(base, ctx.spec, stage.unfreeze_blocks, ctx.recipe.finetune.layer_decay)
+        history = history + train_stage(ctx, model, stage, train, val, start_epoch=len(history), multipliers=rates)
+    return history, unfrozen
 
 
 def _on_cached_activations(ctx, model, base, head, boundary):
     recipe, config = ctx.recipe, ctx.recipe.finetune
-    jit = recipe.jit_compile
     at_output = boundary == base.layers[-1].name
     boundary_tensor = base.get_layer(boundary).output
     upper = None if at_output else keras.Model(boundary_tensor, base.output, name=f"{base.name}_top")
@@ -76,15 +87,13 @@ def _on_cached_activations(ctx, model, base, head, boundary):
             indexed_batches(None, labels, recipe.batch_size)
         stage1[split] = gather(index, outputs, labels)
         stage2[split] = gather(index, activations, labels)
-    compile_model(head, config.head_learning_rate, jit_compile=jit)
-    history = fit_stage(ctx, head, "head", stage1["train"], stage1["val"], config.head_epochs)
-    unfrozen = unfreeze_top_blocks(base, ctx.spec, config.unfreeze_blocks)
+    head_stage, *stages = config.stages()
+    history = train_stage(ctx, head, head_stage, stage1["train"], stage1["val"])
     if at_output:
         top = head
     else:
         x = keras.Input(boundary_tensor.shape[1:], name="boundary")
         top = keras.Model(x, head(upper(x, training=False)), name="top")
-    compile_model(top, config.learning_rate, jit_compile=jit)
-    history += fit_stage(ctx, top, "finetune", stage2["train"], stage2["val"], config.epochs, start_epoch=len(history))
+    history, unfrozen = _fine_tune(ctx, top, base, stages, stage2["train"], stage2["val"], history)
     return Trained(model, history, {"unfrozen_layers": unfrozen, "boundary_cache": boundary,
                                     "feature_cache_hits": hits})

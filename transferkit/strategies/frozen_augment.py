@@ -1,8 +1,9 @@
 """Frozen base + augmentation: the conv base inside the model, frozen, the head trained end to end."""
-from transferkit.strategies.common import STRATEGIES, Trained, compile_model, fit_stage, frozen_classifier
+from transferkit.strategies.common import Trained, frozen_classifier, register_strategy
+from transferkit.training.stage import train_stage
 
 
-@STRATEGIES.register("frozen_augment")
+@register_strategy("frozen_augment", stage="head")
 def frozen_augment(ctx):
     """Frozen conv base inside the model, head trained end to end on augmented images.
 
@@ -12,7 +13,6 @@ def frozen_augment(ctx):
     config = ctx.recipe.frozen_augment
     model, _, _ = frozen_classifier(ctx)
     ctx.model = model
-    compile_model(model, config.learning_rate, jit_compile=ctx.recipe.jit_compile)
-    history = fit_stage(ctx, model, "head", ctx.data("train", augment=config.augment), ctx.data("val"),
-                        config.epochs)
+    history = train_stage(ctx, model, config.stage("head"), ctx.data("train", augment=config.augment),
+                          ctx.data("val"))
     return Trained(model, history)

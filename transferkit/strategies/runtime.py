@@ -156,13 +156,14 @@ def scaled_for_replicas(recipe, replicas):
     Goyal et al. 2017), so each example moves the weights as much as on one device."""
     if replicas <= 1:
         return recipe
+    from transferkit.strategies import STRATEGIES
+
     updates = {"batch_size": recipe.batch_size * replicas}
-    for section in ("feature_extraction", "frozen_augment", "finetune", "scratch"):
-        config = getattr(recipe, section)
-        scaled = {"learning_rate": config.learning_rate * replicas}
-        if section == "finetune":
-            scaled["head_learning_rate"] = config.head_learning_rate * replicas
-        updates[section] = config.model_copy(update=scaled)
+    for spec in STRATEGIES.values():
+        config = spec.section(recipe)
+        scaled = {key: getattr(config, key) * replicas for key in spec.rate_keys(recipe)
+                  if getattr(config, key) != "auto"}  # a rate found by the range test is found at the global batch
+        updates[spec.name] = config.model_copy(update=scaled)
     return recipe.model_copy(update=updates)
 
 

@@ -2,10 +2,11 @@
 import keras
 
 from transferkit.baselines import create_baseline
-from transferkit.strategies.common import STRATEGIES, Trained, compile_model, fit_stage
+from transferkit.strategies.common import Trained, register_strategy
+from transferkit.training.stage import train_stage
 
 
-@STRATEGIES.register("scratch")
+@register_strategy("scratch", stage="scratch", uses_backbone=False)
 def scratch(ctx):
     """Train a baseline network from random weights on the same data (images rescaled to [0, 1]).
 
@@ -21,7 +22,6 @@ def scratch(ctx):
     model = keras.Model(inputs, body(keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)),
                         name=f"{config.baseline}_scratch")
     ctx.model = model
-    compile_model(model, config.learning_rate, jit_compile=ctx.recipe.jit_compile)
-    history = fit_stage(ctx, model, "scratch", ctx.data("train", augment=config.augment), ctx.data("val"),
-                        config.epochs)
+    history = train_stage(ctx, model, config.stage("scratch"), ctx.data("train", augment=config.augment),
+                          ctx.data("val"))
     return Trained(model, history, {"baseline": config.baseline})

@@ -1,0 +1,197 @@
+"""The callbacks every stage trains with: NaN guard, Ctrl-C, reseeded dropout, the learning-rate log, and early
+stopping that keeps the best epoch (and survives a resume)."""
+import contextlib
+import math
+import signal
+import threading
+
+import keras
+import numpy as np
+
+from transferkit.data.pipeline import epoch_seed, seed_generators
+from transferkit.errors import TransferkitError
+
+
+class NonFiniteLoss(TransferkitError):
+    """The loss became NaN or infinite; the model holds the weights of the last good epoch."""
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stop at the first non-finite loss and put back the weights of the last completed epoch.
+
+    It runs before BackupAndRestore at each epoch end, so the backup never holds broken weights.
+    """
+
+    def on_train_begin(self, logs=None):
+        self.good, self.bad = None, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        if self.good is None:  # after every on_train_begin, so after BackupAndRestore restored a resumed stage
+            self.good = self.model.get_weights()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if self.bad is None and loss is not None and not math.isfinite(float(loss)):
+            self.bad = (self.epoch + 1, batch + 1, float(loss))
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bad is None:
+            self.good = self.model.get_weights()
+        else:
+            self.model.set_weights(self.good)
+
+
+_interrupted = threading.Event()
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Inside the block, Ctrl-C raises ``KeyboardInterrupt`` as usual and is also remembered, so that an
+    interrupt Python drops (one raised inside a finalizer, where exceptions are only printed) still stops
+    training at the next batch (:class:`StopOnInterrupt`). Left as it is outside the main thread or when
+    the program has its own SIGINT handler.
+
+    Example:
+        >>> with interruptible():
+        ...     trained = STRATEGIES["finetune"].train(ctx)
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+
+    def handler(signum, frame):
+        _interrupted.set()
+        raise KeyboardInterrupt
+
+    _interrupted.clear()
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _interrupted.clear()
+
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Raise ``KeyboardInterrupt`` at the first batch end after a Ctrl-C that did not stop training itself."""
+
+    def _check(self, *args, **kwargs):
+        if _interrupted.is_set():
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_end = _check
+
+
+class Reseed(keras.callbacks.Callback):
+    """At each epoch's start, reset the model's random generators (dropout) to the seed and the epoch's index,
+    so epoch ``k`` drops the same units whether the run went straight through or was resumed."""
+
+    def __init__(self, seed):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        state = np.array([epoch_seed(self.seed + 1, epoch), 0])
+        for generator in seed_generators(self.model):
+            generator.state.assign(state.astype(generator.state.dtype))
+
+
+class LogLearningRate(keras.callbacks.Callback):
+    """Add ``learning_rate`` (the rate of the epoch's last step, before any per-layer multiplier) to the epoch's
+    logs, so history.csv and TensorBoard show the schedule. Runs before the callbacks that record the logs."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            optimizer = self.model.optimizer
+            rate = optimizer.learning_rate
+            if callable(rate):  # a schedule: its rate at the last step taken
+                rate = rate(optimizer.iterations - 1)
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(rate))
+
+
+def model_weights(model):
+    """``model.get_weights()``, with the optimizer's moving averages in place of the trainable weights when it
+    keeps an EMA (the weights validation measured, through ``SwapEMAWeights``)."""
+    optimizer = getattr(model, "optimizer", None)
+    weights = model.get_weights()
+    if optimizer is None or not optimizer.use_ema or not optimizer.built:
+        return weights
+    averages = {id(v): a for v, a in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average)}
+    return [np.array(averages[id(v)]) if id(v) in averages else w for v, w in zip(model.weights, weights)]
+
+
+class BestEpoch(keras.callbacks.EarlyStopping):
+    """Keras' ``EarlyStopping`` that keeps the best epoch's weights, and picks up where a resumed stage left off.
+
+    ``patience`` None never stops early (the best epoch is still kept when ``restore_best``). ``earlier``
+    (history rows of this stage from before a resume, each with ``epoch`` counted from 1 across stages) replays
+    the monitor's values, and ``best_file`` holds the best weights on disk so a resumed stage can restore
+    them. At the end, ``kept_epoch`` (1-based) is the epoch whose weights the model holds.
+
+    Example:
+        >>> best = BestEpoch("val_loss", patience=5)
+        >>> model.fit(..., callbacks=[best]); best.kept_epoch
+        7
+    """
+
+    def __init__(self, monitor="val_loss", patience=None, restore_best=True, earlier=(), best_file=None):
+        super().__init__(monitor=monitor, patience=patience if patience is not None else 10 ** 9,
+                         restore_best_weights=restore_best, mode="min" if monitor.endswith("loss") else "max")
+        self.earlier, self.best_file = list(earlier), best_file
+        self.kept_epoch = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._set_monitor_op()
+        self.last_epoch = None
+        for row in self.earlier:
+            value = row.get(self.monitor)
+            if value is None:
+                continue
+            self.wait += 1
+            if self._is_improvement(value, self.best):
+                self.best, self.best_epoch, self.wait = value, row["epoch"] - 1, 0
+            self.last_epoch = row["epoch"] - 1
+        # the best epoch's weights are on disk (the model's own are restored by BackupAndRestore only after this)
+        if self.best is not None and self.restore_best_weights and self.best_file and self.best_file.is_file():
+            current = self.model.get_weights()
+            self.model.load_weights(self.best_file)
+            self.best_weights = self.model.get_weights()
+            self.model.set_weights(current)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        current = (logs or {}).get(self.monitor)
+        self.last_epoch = epoch
+        if current is None:
+            return
+        self.wait += 1
+        if self._is_improvement(current, self.best):
+            self.best, self.best_epoch, self.wait = current, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = model_weights(self.model)
+                if self.best_file is not None:
+                    self._save_best()
+            return
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def _save_best(self):
+        current = self.model.get_weights()
+        self.model.set_weights(self.best_weights)
+        tmp = self.best_file.with_name(f".tmp-{self.best_file.name}")
+        self.best_file.parent.mkdir(parents=True, exist_ok=True)
+        self.model.save_weights(tmp)
+        tmp.replace(self.best_file)
+        self.model.set_weights(current)
+
+    def on_train_end(self, logs=None):
+        self.kept_epoch = None if self.last_epoch is None else self.last_epoch + 1
+        if self.restore_best_weights and self.best_weights is not None and self.best_epoch != self.last_epoch:
+            self.model.set_weights(self.best_weights)
+            self.kept_epoch = self.best_epoch + 1
