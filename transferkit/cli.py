@@ -352,7 +352,7 @@ def lr_find_command(recipe, strategy, stage, data_path, out, overrides):
     click.echo(f"stage '{finding.stage}': tried {len(finding.rates)} rates from {finding.rates[0]:.1e} to "
                f"{finding.rates[-1]:.1e}")
     click.echo(f"  suggested learning rate  {finding.suggestion:.2e}   (fastai's valley)")
-    click.echo(f"  plot  {finding.extra['plot']}")
+    click.echo(f"  plot  {finding.plot}")
     click.echo(f"  use it: transferkit run {recipe} --lr {finding.suggestion:.2g}"
                f"{' --strategy ' + strategy if strategy else ''}, or --lr auto")
 

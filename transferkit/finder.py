@@ -2,7 +2,7 @@
 
 Example:
     >>> finding = transferkit.lr_find("demo", strategy="feature_extraction")
-    >>> finding.suggestion, finding.extra["plot"]
+    >>> finding.suggestion, finding.plot
 """
 import time
 from pathlib import Path
@@ -24,8 +24,8 @@ def lr_find(recipe="demo", *, strategy=None, stage=None, data=None, class_names=
     """Run the range test at ``stage`` (default: the strategy's last stage, the one ``--lr`` sets) of ``recipe``:
     the stages before it train as the recipe says, then the rates sweep from 1e-7 to 10 over about 100 batches.
     Writes ``out/<recipe>-<strategy>-lr-find-<time>.png`` (loss against rate, the suggestion marked) and a
-    ``.json`` beside it; returns the :class:`~transferkit.training.lr_find.RateFinding` (``extra["plot"]`` is
-    the PNG's path). Other keyword arguments (``backbone``, ``image_size``, ...) are as for
+    ``.json`` beside it; returns the :class:`~transferkit.training.lr_find.RateFinding` (``plot`` is the
+    PNG's path). Other keyword arguments (``backbone``, ``image_size``, ...) are as for
     :func:`transferkit.run`.
 
     Example:
@@ -50,6 +50,6 @@ def lr_find(recipe="demo", *, strategy=None, stage=None, data=None, class_names=
         raise TransferkitError(f"stage '{stage}' was not trained, so its rate could not be searched")
     stem = Path(out) / f"{recipe.name}-{recipe.strategy}-lr-find-{time.strftime('%Y%m%d-%H%M%S')}"
     stem.parent.mkdir(parents=True, exist_ok=True)
-    finding.extra["plot"] = plot_finding(finding, stem.with_suffix(".png"))
+    finding.plot = plot_finding(finding, stem.with_suffix(".png"))
     write_json(stem.with_suffix(".json"), {"recipe": recipe.name, "strategy": recipe.strategy, **finding.to_dict()})
     return finding

@@ -20,13 +20,14 @@ def _rate(rate):
 def _stages(recipe):
     from transferkit.strategies import STRATEGIES
 
+    stages = STRATEGIES[recipe.strategy].stages(recipe)
     parts = []
-    for stage in STRATEGIES[recipe.strategy].stages(recipe):
+    for stage in stages:
         if not stage.epochs:
             continue
         blocks = f" (top {stage.unfreeze_blocks} block(s) unfrozen)" if stage.unfreeze_blocks is not None else ""
         parts.append(f"{stage.name}{blocks} {stage.epochs} epochs at lr {_rate(stage.learning_rate)}")
-    first = STRATEGIES[recipe.strategy].stages(recipe)[0]
+    first = stages[0]
     stopping = f"early stopping on {first.monitor} after {first.patience}" if first.patience else "no early stopping"
     kept = ", best epoch kept" if first.restore_best else ""
     return f"{', then '.join(parts)}; {first.schedule} schedule, {stopping}{kept}"

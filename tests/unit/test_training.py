@@ -124,11 +124,15 @@ def _noisy_problem(n=64, seed=0):
     return x, y, noisy
 
 
-def _ctx(overrides=()):
-    images = np.zeros((8, 4, 4, 3), np.uint8)
-    labels = np.arange(8) % 2
+def _fit_noisy(model, stage, n_train, flipped):
+    """Train ``model`` for ``stage`` on the noisy problem (labels flipped or not); ``(record, rows, kept scores)``."""
+    x, y, noisy = _noisy_problem(n_train)
+    vx, vy, _ = _noisy_problem(200, seed=1)
+    images, labels = np.zeros((8, 4, 4, 3), np.uint8), np.arange(8) % 2
     splits = from_arrays({"train": (images, labels), "val": (images, labels), "test": (images, labels)})
-    return Context(load_recipe("demo_hed", list(overrides)), splits, verbose=0)
+    ctx = Context(load_recipe("demo_hed"), splits, verbose=0)
+    rows = train_stage(ctx, model, stage, (x, noisy if flipped else y), (vx, vy), batch_size=16)
+    return ctx.stage_log[-1], rows, model.evaluate(vx, vy, verbose=0, return_dict=True)
 
 
 def _big_model():
@@ -137,31 +141,20 @@ def _big_model():
 
 
 def test_early_stopping_keeps_the_epoch_with_the_best_validation_score():
-    x, _, noisy = _noisy_problem(48)
-    vx, vy, _ = _noisy_problem(200, seed=1)
-    ctx = _ctx()
     keras.utils.set_random_seed(0)
-    model = _big_model()
-    stage = Stage("scratch", 60, 3e-3, patience=8, monitor="val_loss")
-    rows = train_stage(ctx, model, stage, (x, noisy), (vx, vy), batch_size=16)
-    record = ctx.stage_log[-1]
+    record, rows, kept = _fit_noisy(_big_model(), Stage("scratch", 60, 3e-3, patience=8, monitor="val_loss"), 48,
+                                    flipped=True)
     losses = [row["val_loss"] for row in rows]
     assert record["stopped_early"] and len(rows) < 60  # memorising the flipped labels made validation worse
     assert record["kept_epoch"] == rows[int(np.argmin(losses))]["epoch"] < rows[-1]["epoch"]
-    kept = model.evaluate(vx, vy, verbose=0, return_dict=True)
     assert kept["loss"] == pytest.approx(min(losses), rel=1e-4)
     assert kept["loss"] < losses[-1]
 
 
 def test_ema_weights_are_what_validation_measured_and_what_the_stage_keeps():
-    x, y, _ = _noisy_problem(64)
-    vx, vy, _ = _noisy_problem(64, seed=1)
-    ctx = _ctx()
     keras.utils.set_random_seed(0)
-    model = _stripes_model()
     stage = Stage("head", 5, 1e-2, patience=None, restore_best=False, ema=0.9)
-    rows = train_stage(ctx, model, stage, (x, y), (vx, vy), batch_size=16)
-    kept = model.evaluate(vx, vy, verbose=0, return_dict=True)
+    _, rows, kept = _fit_noisy(_stripes_model(), stage, 64, flipped=False)
     assert kept["loss"] == pytest.approx(rows[-1]["val_loss"], rel=1e-5)
 
 

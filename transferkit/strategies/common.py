@@ -61,7 +61,7 @@ def register_strategy(name, stage, uses_backbone=True):
         ... def frozen_augment(ctx): ...
     """
     def decorator(train):
-        description = (train.__doc__ or "").strip().splitlines()[0] if train.__doc__ else ""
+        description = (train.__doc__ or "").strip().partition("\n")[0]
         STRATEGIES.register(name, StrategySpec(name, train, stage, uses_backbone, description))
         return train
 

@@ -182,13 +182,16 @@ class BestEpoch(keras.callbacks.EarlyStopping):
             self.model.stop_training = True
 
     def _save_best(self):
-        current = self.model.get_weights()
-        self.model.set_weights(self.best_weights)
+        ema = self.model.optimizer.use_ema  # then the best weights are the averages, not the model's own
+        current = self.model.get_weights() if ema else None
+        if ema:
+            self.model.set_weights(self.best_weights)
         tmp = self.best_file.with_name(f".tmp-{self.best_file.name}")
         self.best_file.parent.mkdir(parents=True, exist_ok=True)
         self.model.save_weights(tmp)
         tmp.replace(self.best_file)
-        self.model.set_weights(current)
+        if ema:
+            self.model.set_weights(current)
 
     def on_train_end(self, logs=None):
         self.kept_epoch = None if self.last_epoch is None else self.last_epoch + 1

@@ -7,7 +7,9 @@ Example:
     0.0021
 """
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -22,7 +24,7 @@ class RateFinding:
     losses: list
     suggestion: float
     stage: str = ""
-    extra: dict = field(default_factory=dict)
+    plot: Optional[Path] = None
 
     def to_dict(self):
         return {"stage": self.stage, "suggestion": self.suggestion, "rates": self.rates, "losses": self.losses}

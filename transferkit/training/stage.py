@@ -48,7 +48,8 @@ def _steps(train, batch_size):
         return train.steps
     if isinstance(train, tuple):
         return math.ceil(len(train[1]) / batch_size)
-    return None
+    count = int(train.cardinality())
+    return count if count > 0 else None  # unknown or infinite: the schedule counts one step per epoch
 
 
 def _rate(ctx, model, stage, train, loss, metric):
@@ -113,8 +114,7 @@ def train_stage(ctx, model, stage, train, val, start_epoch=0, multipliers=None, 
     if isinstance(train, EpochData):
         rank = train.make(0).element_spec[0].shape.rank
         if mixes(recipe.augment, rank):
-            train = mixed(train, ctx.splits.num_classes, recipe.seed, recipe.augment.mixup,
-                          recipe.augment.cutmix if rank == 4 else 0.0)
+            train = mixed(train, ctx.splits.num_classes, recipe.seed, recipe.augment.mixup, recipe.augment.cutmix)
             soft = True
     loss, metric = loss_and_metric(stage.label_smoothing, soft)
     rate = _rate(ctx, model, stage, train, loss, metric)
