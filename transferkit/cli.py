@@ -69,6 +69,21 @@ class _Rate(click.ParamType):
 RATE = _Rate()
 
 
+class _Sweep(click.ParamType):
+    """The rates a range test sweeps: ``START,END``, two positive numbers, START below END."""
+
+    name = "START,END"
+
+    def convert(self, value, param, ctx):
+        try:
+            start, end = (float(part) for part in str(value).split(","))
+        except ValueError:
+            start = end = 0.0
+        if not 0 < start < end:
+            self.fail(f"{value!r} is not START,END with 0 < START < END (e.g. 1e-6,1)", param, ctx)
+        return start, end
+
+
 def _strategies():
     """The registered strategies' names, from the catalog snapshot (no TensorFlow at import)."""
     from transferkit.listing import listing
@@ -340,15 +355,18 @@ def visualize_filters(run_dir, layer, filters, steps, out):
 @click.option("--stage", help="The stage whose rate to search (default: the strategy's last, the one --lr sets); "
                               "the stages before it train first.")
 @click.option("--data", "data_path", help="A folder of images, one subfolder per class, instead of the recipe's data.")
+@click.option("--lr", "sweep", type=_Sweep(), default="1e-7,10", show_default=True,
+              help="The learning rates swept, lowest and highest.")
 @click.option("--out", default="runs", show_default=True, help="Folder for the plot and its JSON.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any recipe key.")
 @_friendly
-def lr_find_command(recipe, strategy, stage, data_path, out, overrides):
+def lr_find_command(recipe, strategy, stage, data_path, sweep, out, overrides):
     """The learning-rate range test of RECIPE (a recipe or a folder of images), as fastai's lr_find: rates rising
-    from 1e-7 to 10 over about 100 batches, a plot of the smoothed loss, and a suggested rate."""
+    from 1e-7 to 10 (--lr) over about 100 batches, a plot of the smoothed loss, and a suggested rate."""
     from transferkit.finder import lr_find
 
-    finding = lr_find(recipe, strategy=strategy, stage=stage, data=data_path, out=out, overrides=overrides)
+    finding = lr_find(recipe, strategy=strategy, stage=stage, data=data_path, out=out, overrides=overrides,
+                      rates=sweep)
     click.echo(f"stage '{finding.stage}': tried {len(finding.rates)} rates from {finding.rates[0]:.1e} to "
                f"{finding.rates[-1]:.1e}")
     click.echo(f"  suggested learning rate  {finding.suggestion:.2e}   (fastai's valley)")

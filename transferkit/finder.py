@@ -20,9 +20,10 @@ from transferkit.training.stage import RateFound
 
 
 def lr_find(recipe="demo", *, strategy=None, stage=None, data=None, class_names=None, out="runs", overrides=(),
-            verbose=0, **fields):
+            rates=(1e-7, 10.0), verbose=0, **fields):
     """Run the range test at ``stage`` (default: the strategy's last stage, the one ``--lr`` sets) of ``recipe``:
-    the stages before it train as the recipe says, then the rates sweep from 1e-7 to 10 over about 100 batches.
+    the stages before it train as the recipe says, then the rates sweep from ``rates[0]`` to ``rates[1]`` over
+    about 100 batches.
     Writes ``out/<recipe>-<strategy>-lr-find-<time>.png`` (loss against rate, the suggestion marked) and a
     ``.json`` beside it; returns the :class:`~transferkit.training.lr_find.RateFinding` (``plot`` is the
     PNG's path). Other keyword arguments (``backbone``, ``image_size``, ...) are as for
@@ -40,7 +41,10 @@ def lr_find(recipe="demo", *, strategy=None, stage=None, data=None, class_names=
     if stage not in names:
         raise TransferkitError(f"{recipe.strategy} has no stage '{stage}' with epochs; its stages: {', '.join(names)}")
     keras.utils.set_random_seed(recipe.seed)
-    ctx = Context(recipe, splits, verbose=verbose, find_rate_for=stage)
+    start, end = (float(rate) for rate in rates)
+    if not 0 < start < end:
+        raise TransferkitError(f"rates must rise from a positive start; got {start:g} to {end:g}")
+    ctx = Context(recipe, splits, verbose=verbose, find_rate_for=stage, sweep=(start, end))
     try:
         with precision(resolve_precision(recipe.mixed_precision)), interruptible():
             spec.train(ctx)

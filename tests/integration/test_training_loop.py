@@ -5,6 +5,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 import transferkit
 from transferkit.runs import read_history
@@ -53,13 +54,15 @@ def test_learning_rate_auto_trains_at_the_range_tests_suggestion(tmp_path, strip
 def test_lr_find_command_prints_a_suggestion_and_writes_its_plot(tmp_path, photos):
     out = subprocess.run([sys.executable, "-m", "transferkit", "lr-find", str(photos), "--strategy", "frozen_augment",
                           "--set", "image_size=32", "--set", "backbone=vgg16", "--set", "weights=hed-bsds500",
-                          "--set", "base_blocks=2", "--out", str(tmp_path)],
+                          "--set", "base_blocks=2", "--lr", "1e-5,1", "--out", str(tmp_path)],
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "suggested learning rate" in out.stdout
     plot = next(tmp_path.glob("*-lr-find-*.png"))
     saved = json.loads(plot.with_suffix(".json").read_text())
     assert saved["stage"] == "head" and len(saved["rates"]) > 20 and saved["suggestion"] in saved["rates"]
-    bad = subprocess.run([sys.executable, "-m", "transferkit", "lr-find", str(photos), "--stage", "nope"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "no stage 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+    assert saved["rates"][0] == pytest.approx(1e-5) and max(saved["rates"]) <= 1  # the --lr sweep
+    for args, message in ((["--stage", "nope"], "no stage 'nope'"), (["--lr", "1,1e-3"], "0 < START < END")):
+        bad = subprocess.run([sys.executable, "-m", "transferkit", "lr-find", str(photos), *args],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr

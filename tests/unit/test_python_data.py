@@ -72,6 +72,8 @@ def test_a_list_of_images_of_different_sizes_trains_after_resizing(stripes):
     splits = from_arrays(_with(stripes, train=(images, y)), ["h", "v"])
     assert [image.shape for image, _ in _elements(splits)[:3]] == [(20, 32, 3), (21, 32, 3), (22, 32, 3)]
     assert splits.counts["train"] == len(y) and splits.class_counts["train"] == (48, 48)
+    # a known length: Keras' validation pass over a dataset of unknown length warns it "ran out of data"
+    assert int(splits.datasets["train"].cardinality()) == len(y)
 
 
 def test_validation_is_val_and_unknown_splits_are_refused(stripes):

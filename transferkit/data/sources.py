@@ -149,6 +149,8 @@ def _images(name, images):
         each = [rgb_uint8(image[np.newaxis], top)[0] for image in arrays]
         spec = tf.TensorSpec((None, None, 3), tf.uint8)
         dataset = tf.data.Dataset.from_generator(lambda: iter(each), output_signature=spec)
+        # a known length, or Keras' validation pass warns that its input "ran out of data"
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(each)))
         return dataset, len(each), b"".join(image.tobytes() + str(image.shape).encode() for image in each)
     try:
         images = rgb_uint8(images)

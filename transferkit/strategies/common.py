@@ -88,6 +88,7 @@ class Context:
     model: Optional[keras.Model] = None
     stage_log: list = field(default_factory=list)
     find_rate_for: Optional[str] = None  # a stage name: run its learning-rate range test, then stop (lr-find)
+    sweep: tuple = (1e-7, 10.0)  # the rates a range test sweeps (lr-find, learning_rate auto)
 
     @property
     def spec(self):

@@ -65,7 +65,7 @@ def _rate(ctx, model, stage, train, loss, metric):
         raise TransferkitError(f"learning_rate auto needs the stage's training batches (stage '{stage.name}')")
     from transferkit.training.lr_find import find_rate
 
-    finding = find_rate(model, train, loss, metric, jit_compile=ctx.recipe.jit_compile)
+    finding = find_rate(model, train, loss, metric, *ctx.sweep, jit_compile=ctx.recipe.jit_compile)
     finding.stage = stage.name
     if asked:
         raise RateFound(finding)
