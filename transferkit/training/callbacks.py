@@ -128,8 +128,8 @@ class BestEpoch(keras.callbacks.EarlyStopping):
 
     ``patience`` None never stops early (the best epoch is still kept when ``restore_best``). ``earlier``
     (history rows of this stage from before a resume, each with ``epoch`` counted from 1 across stages) replays
-    the monitor's values, and ``best_file`` holds the best weights on disk so a resumed stage can restore
-    them. At the end, ``kept_epoch`` (1-based) is the epoch whose weights the model holds.
+    the monitor's values, and ``best_file`` (an ``.npz``) holds the best weights on disk so a resumed stage can
+    restore them. At the end, ``kept_epoch`` (1-based) is the epoch whose weights the model holds.
 
     Example:
         >>> best = BestEpoch("val_loss", patience=5)
@@ -157,10 +157,8 @@ class BestEpoch(keras.callbacks.EarlyStopping):
             self.last_epoch = row["epoch"] - 1
         # the best epoch's weights are on disk (the model's own are restored by BackupAndRestore only after this)
         if self.best is not None and self.restore_best_weights and self.best_file and self.best_file.is_file():
-            current = self.model.get_weights()
-            self.model.load_weights(self.best_file)
-            self.best_weights = self.model.get_weights()
-            self.model.set_weights(current)
+            with np.load(self.best_file) as saved:
+                self.best_weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
 
     def on_epoch_end(self, epoch, logs=None):
         if self.monitor_op is None:
@@ -182,16 +180,13 @@ class BestEpoch(keras.callbacks.EarlyStopping):
             self.model.stop_training = True
 
     def _save_best(self):
-        ema = self.model.optimizer.use_ema  # then the best weights are the averages, not the model's own
-        current = self.model.get_weights() if ema else None
-        if ema:
-            self.model.set_weights(self.best_weights)
+        """The best weights, atomically, as the arrays of ``model.weights`` in order: several times faster to
+        write than ``save_weights``, which counts when every epoch of a short stage improves."""
         tmp = self.best_file.with_name(f".tmp-{self.best_file.name}")
         self.best_file.parent.mkdir(parents=True, exist_ok=True)
-        self.model.save_weights(tmp)
+        with tmp.open("wb") as f:
+            np.savez(f, *self.best_weights)
         tmp.replace(self.best_file)
-        if ema:
-            self.model.set_weights(current)
 
     def on_train_end(self, logs=None):
         self.kept_epoch = None if self.last_epoch is None else self.last_epoch + 1

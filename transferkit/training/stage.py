@@ -135,7 +135,7 @@ def train_stage(ctx, model, stage, train, val, start_epoch=0, multipliers=None, 
     guard = NanGuard()
     earlier = [row for row in tracker.rows(stage.name) if row["epoch"] <= resumed_at] if tracker else []
     best = BestEpoch(stage.monitor, stage.patience, stage.restore_best, earlier,
-                     tracker.backup_dir(stage.name) / "best.weights.h5" if tracker else None) if val is not None else None
+                     tracker.backup_dir(stage.name) / "best.weights.npz" if tracker else None) if val is not None else None
     ema = [keras.callbacks.SwapEMAWeights()] if stage.ema else []
     # the interrupt check runs last, so an epoch that ended is checkpointed before it stops the run
     callbacks = [guard, *seeds, LogLearningRate(), *ema, *([best] if best else []), *ctx.callbacks,
