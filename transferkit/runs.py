@@ -157,12 +157,13 @@ class RunTracker:
         return [row for row in self.history if row["stage"] == stage]
 
     def backup_dir(self, stage):
-        """Where Keras' BackupAndRestore keeps ``stage``'s last completed epoch."""
+        """Where ``stage``'s checkpoint of its last completed epoch is kept, with its best and kept weights."""
         return self.run_dir / "backup" / stage
 
 
 def checkpoint_callbacks(tracker, stage):
-    """Callbacks that make ``stage`` resumable: BackupAndRestore each epoch, history and status each epoch;
+    """Callbacks that make ``stage`` resumable: a checkpoint (BackupAndRestore writing only what training
+    changes) each epoch, history and status each epoch;
     and TensorBoard logs of every epoch (metrics and learning rate, epochs counted across stages) in
     ``RUN_DIR/logs``, so ``tensorboard --logdir runs`` shows every run side by side.
 
@@ -178,8 +179,9 @@ def checkpoint_callbacks(tracker, stage):
         def on_epoch_end(self, epoch, logs=None):
             tracker.record(stage, epoch + 1, {**(logs or {}), "seconds": time.perf_counter() - self.started})
 
-    backup = keras.callbacks.BackupAndRestore(str(tracker.backup_dir(stage)), double_checkpoint=True,
-                                              delete_checkpoint=False)
+    from transferkit.training.state import Checkpoint
+
+    backup = Checkpoint(tracker.backup_dir(stage))
     board = keras.callbacks.TensorBoard(str(tracker.run_dir / "logs"), write_graph=False, profile_batch=0)
     return [Progress(), backup, board]  # history first, so a kill between the two re-runs the epoch
 

@@ -14,6 +14,8 @@ INTERNALS = [
      "transferkit/training/optimizer.py: the fused Adam update and per-layer rates"),
     ("Optimizer._model_variables_moving_average", "transferkit/training/callbacks.py: model_weights (EMA)"),
     ("Model._initial_epoch", "transferkit/training/stage.py: cleared before each stage's fit (BackupAndRestore)"),
+    ("BackupAndRestore._load_model, _save_model, _current_epoch",
+     "transferkit/training/state.py: Checkpoint"),
     ("Layer._seed_generators", "transferkit/data/pipeline.py: seed_generators (exact resume)"),
     ("EarlyStopping._is_improvement, _set_monitor_op", "transferkit/training/callbacks.py: BestEpoch"),
     ("keras.src.backend.tensorflow.trainer: TensorFlowTrainer._maybe_symbolic_build, reduce_per_replica, "
@@ -50,10 +52,17 @@ def test_backup_and_restore_still_resumes_through_model_initial_epoch():
         _fail(2, "BackupAndRestore no longer sets it")
 
 
+def test_backup_and_restore_still_loads_and_saves_through_the_methods_checkpoint_overrides():
+    source = inspect.getsource(keras.callbacks.BackupAndRestore)
+    for needed in ("self._load_model()", "self._save_model()", "self._current_epoch = epoch + 1"):
+        if needed not in source:
+            _fail(3, f"no {needed!r} in it")
+
+
 def test_layers_keep_their_random_generators_in_seed_generators():
     layer = keras.layers.Dropout(0.5, seed=1)
     if not any(isinstance(g, keras.random.SeedGenerator) for g in getattr(layer, "_seed_generators", [])):
-        _fail(3, "Dropout has no _seed_generators list")
+        _fail(4, "Dropout has no _seed_generators list")
 
 
 def test_early_stopping_helpers():
@@ -62,7 +71,7 @@ def test_early_stopping_helpers():
         callback._set_monitor_op()
         assert callback._is_improvement(0.5, 1.0) and not callback._is_improvement(1.0, 0.5)
     except (AttributeError, AssertionError) as err:
-        _fail(4, err)
+        _fail(5, err)
 
 
 def test_tensorflow_trainer_functions_patched_for_multiworker():
@@ -72,4 +81,4 @@ def test_tensorflow_trainer_functions_patched_for_multiworker():
         assert callable(trainer.TensorFlowTrainer._maybe_symbolic_build)
         assert callable(trainer.reduce_per_replica) and callable(trainer._collective_all_reduce_multi_worker)
     except (ImportError, AttributeError, AssertionError) as err:
-        _fail(5, err)
+        _fail(6, err)

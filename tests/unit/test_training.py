@@ -183,3 +183,42 @@ def test_valley_picks_the_longest_fall():
     rates = list(np.logspace(-6, 0, 13))
     losses = [3, 3, 2.9, 2.5, 2.0, 1.4, 1.0, 0.8, 0.7, 0.9, 2.0, 5.0, 9.0]
     assert rates[3] <= valley(rates, losses) <= rates[7]
+
+
+def _frozen_base_model():
+    base = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization()],
+                            name="base")
+    base.trainable = False
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D()(base(inputs, training=False))
+    x = keras.layers.BatchNormalization()(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    model.compile(optimizer=adam(1e-2), loss="sparse_categorical_crossentropy")
+    return model, base
+
+
+def test_a_checkpoint_holds_what_training_changes_and_restores_it_with_the_optimizer(tmp_path):
+    from transferkit.training.state import changing, load_state, save_state
+
+    model, base = _frozen_base_model()
+    frozen = {id(w) for w in base.weights}
+    kept = [model.weights[i] for i in changing(model)]
+    # the head's kernel, bias and BatchNorm statistics; none of the frozen base's weights (its BatchNorm's too)
+    assert kept and not any(id(w) in frozen for w in kept)
+    assert len(kept) == len(model.weights) - len(base.weights)
+    x, y = np.random.default_rng(0).normal(size=(16, 8, 8, 3)), np.arange(16) % 2
+    model.fit(x, y, epochs=2, verbose=0)
+    save_state(tmp_path / "state.npz", model)
+    saved_weights, saved_optimizer = model.get_weights(), [v.numpy() for v in model.optimizer.variables]
+    model.fit(x, y, epochs=1, verbose=0)  # moves the head, its BatchNorm statistics and Adam's moments
+    load_state(tmp_path / "state.npz", model)
+    for now, then in zip(model.get_weights(), saved_weights):
+        np.testing.assert_array_equal(now, then)
+    for variable, then in zip(model.optimizer.variables, saved_optimizer):
+        np.testing.assert_array_equal(variable.numpy(), then)
+    rebuilt, _ = _frozen_base_model()
+    with pytest.raises(OSError, match="another model"):
+        load_state(tmp_path / "state.npz", keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]))
+    (tmp_path / "broken.npz").write_bytes(b"not a zip")
+    with pytest.raises(OSError, match="damaged"):
+        load_state(tmp_path / "broken.npz", rebuilt)

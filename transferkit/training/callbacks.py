@@ -10,6 +10,7 @@ import numpy as np
 
 from transferkit.data.pipeline import epoch_seed, seed_generators
 from transferkit.errors import TransferkitError
+from transferkit.training.state import read_weights, save_state
 
 
 class NonFiniteLoss(TransferkitError):
@@ -157,8 +158,7 @@ class BestEpoch(keras.callbacks.EarlyStopping):
             self.last_epoch = row["epoch"] - 1
         # the best epoch's weights are on disk (the model's own are restored by BackupAndRestore only after this)
         if self.best is not None and self.restore_best_weights and self.best_file and self.best_file.is_file():
-            with np.load(self.best_file) as saved:
-                self.best_weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+            self.best_weights = read_weights(self.best_file, self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.monitor_op is None:
@@ -180,13 +180,10 @@ class BestEpoch(keras.callbacks.EarlyStopping):
             self.model.stop_training = True
 
     def _save_best(self):
-        """The best weights, atomically, as the arrays of ``model.weights`` in order: several times faster to
-        write than ``save_weights``, which counts when every epoch of a short stage improves."""
-        tmp = self.best_file.with_name(f".tmp-{self.best_file.name}")
+        """The best weights of the layers that train, atomically (:func:`~transferkit.training.state.save_state`:
+        several times faster than ``save_weights``, which counts when every epoch of a short stage improves)."""
         self.best_file.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("wb") as f:
-            np.savez(f, *self.best_weights)
-        tmp.replace(self.best_file)
+        save_state(self.best_file, self.model, weights=self.best_weights, optimizer=False)
 
     def on_train_end(self, logs=None):
         self.kept_epoch = None if self.last_epoch is None else self.last_epoch + 1

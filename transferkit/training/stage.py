@@ -17,6 +17,7 @@ from transferkit.training.callbacks import (BestEpoch, LogLearningRate, NanGuard
 from transferkit.training.losses import loss_and_metric
 from transferkit.training.optimizer import adam
 from transferkit.training.schedules import make_schedule
+from transferkit.training.state import checkpoint_epoch
 
 
 class RateFound(Exception):
@@ -29,18 +30,19 @@ class RateFound(Exception):
 
 def resume_epoch(tracker, stage, start_epoch):
     """The epoch (0-based, counted across stages) that ``stage`` continues at: the one after its last backup, as
-    ``keras.callbacks.BackupAndRestore`` will restore it, else ``start_epoch``.
+    :class:`~transferkit.training.state.Checkpoint` will restore it, else ``start_epoch``.
 
     Example:
         >>> resume_epoch(tracker, "finetune", 5)   # 7 after a kill during the stage's third epoch
     """
-    metadata = tracker.backup_dir(stage) / "training_metadata.json" if tracker else None
-    if metadata is None or not metadata.is_file():
+    if tracker is None:
         return start_epoch
     try:
-        return int(json.loads(metadata.read_text())["epoch"])
+        epoch = checkpoint_epoch(tracker.backup_dir(stage))
     except (OSError, ValueError, KeyError) as err:
-        raise TransferkitError(f"the backup of stage '{stage}' is unreadable ({metadata}): {err}") from None
+        raise TransferkitError(f"the backup of stage '{stage}' is unreadable ({tracker.backup_dir(stage)}): "
+                               f"{err}") from None
+    return start_epoch if epoch is None else epoch
 
 
 def _steps(train, batch_size):
