@@ -22,6 +22,9 @@ Figures:
      feature_extraction's test accuracy minus a scikit-learn logistic regression's (C cross-validated on the
      training split) on the same cached, average-pooled features; target >= 0 points. ``--limit-only`` runs
      this figure alone.
+  9. whole runs (``bench/whole_runs.py``): each strategy's ``transferkit.run`` on a 216-file folder at its defaults
+     vs a plain-Keras script doing the same job (load, fit with validation, evaluate, save), same maximum epochs,
+     alternating; the peer's seconds / transferkit's; target >= 1.
 """
 import argparse
 import json
@@ -603,6 +606,10 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["TRANSFERKIT_CACHE"] = str(Path(tmp) / "cache")
         results["feature_extraction_limit"] = figure_limit()
+    log("(9) whole runs against the plain-Keras scripts ...")
+    from whole_runs import figure_whole_runs
+
+    results["whole_runs"] = figure_whole_runs(reps=1 if quick else 2)
     results["wall_time_s"] = time.perf_counter() - began
 
     table = [
@@ -619,6 +626,8 @@ def main():
         ("7 extraction peak RSS 10x / 1x sample", results["memory"]["ratio"], 1.5, "x"),
         ("8 demo feature_extraction - logistic regression (points)", results["feature_extraction_limit"]["points"],
          0.0, "pt"),
+        *[(f"9 {s} whole run: peer s / transferkit s", row["ratio"], 1.0, "x")
+          for s, row in results["whole_runs"]["strategies"].items()],
     ]
     results["table"] = []
     log("")

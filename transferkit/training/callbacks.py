@@ -133,12 +133,12 @@ class BestEpoch(keras.callbacks.EarlyStopping):
     restore them. At the end, ``kept_epoch`` (1-based) is the epoch whose weights the model holds.
 
     Example:
-        >>> best = BestEpoch("val_loss", patience=5)
+        >>> best = BestEpoch("val_accuracy", patience=5)
         >>> model.fit(..., callbacks=[best]); best.kept_epoch
         7
     """
 
-    def __init__(self, monitor="val_loss", patience=None, restore_best=True, earlier=(), best_file=None):
+    def __init__(self, monitor="val_accuracy", patience=None, restore_best=True, earlier=(), best_file=None):
         super().__init__(monitor=monitor, patience=patience if patience is not None else 10 ** 9,
                          restore_best_weights=restore_best, mode="min" if monitor.endswith("loss") else "max")
         self.earlier, self.best_file = list(earlier), best_file
