@@ -53,6 +53,36 @@ def test_unfreeze_top_block_of_resnet50_is_stage_conv5():
     assert opened and all(name.startswith("conv5_") for name in opened)
 
 
+def test_resnet152_stages_repeat_3_8_36_and_3_blocks_and_the_top_one_is_conv5():
+    spec = BACKBONES["resnet152"]
+    base = build_base("resnet152", "none", spec.min_size)
+    names = [layer.name for layer in base.layers]
+    blocks = [len({name.split("_")[1] for name in names if name.startswith(f"conv{stage}_block")})
+              for stage in range(2, 6)]
+    assert blocks == [3, 8, 36, 3]
+    opened = unfreeze_top_blocks(base, spec, 1)
+    assert opened[0] == "conv5_block1_1_conv" and all(name.startswith("conv5_") for name in opened)
+
+
+def test_xception_blocks_end_on_their_residual_adds_and_the_top_block_is_the_exit_flow():
+    spec = BACKBONES["xception"]
+    base = build_base("xception", "none", spec.min_size)
+    adds = [layer.output for layer in base.layers if isinstance(layer, keras.layers.Add)]
+    assert all(any(base.get_layer(end).input is add for add in adds) for end in spec.block_ends[:-1])
+    opened = unfreeze_top_blocks(base, spec, 1)
+    assert (opened[0], opened[-1]) == ("block13_sepconv1", "block14_sepconv2")
+    assert [type(base.get_layer(name)) for name in opened].count(keras.layers.Conv2D) == 1  # the residual 1x1 conv
+    assert build_base("xception", "none", spec.min_size, blocks=3).output_shape == (None, 5, 5, 728)  # entry flow
+
+
+def test_inception_resnet_v2_top_block_is_the_ten_c_blocks_and_conv_7b():
+    spec = BACKBONES["inception_resnet_v2"]
+    base = build_base("inception_resnet_v2", "none", spec.min_size)
+    opened = unfreeze_top_blocks(base, spec, 1)
+    assert {f"block8_{i}_conv" for i in range(1, 11)} <= set(opened) and opened[-1] == "conv_7b"
+    assert not [name for name in opened if name.startswith(("block17", "block35"))]
+
+
 @pytest.mark.parametrize("mode, reference", [
     ("caffe", keras.applications.vgg16.preprocess_input),
     ("tf", keras.applications.inception_v3.preprocess_input),
