@@ -4,7 +4,10 @@ import pytest
 
 from transferkit.backbones import BACKBONES, unfreeze_top_blocks
 from transferkit.errors import TransferkitError
+from transferkit.explain import conv_layers, grad_cam
+from transferkit.heads import build_classifier, build_head
 from transferkit.layers import Preprocess
+from transferkit.recipes import load_recipe
 from transferkit.weights import build_base
 
 
@@ -75,6 +78,11 @@ def test_xception_blocks_end_on_residual_adds_named_the_same_in_every_build():
     assert (opened[0], opened[-1]) == ("block13_sepconv1", "block14_sepconv2")
     assert [type(base.get_layer(name)) for name in opened].count(keras.layers.Conv2D) == 1  # the residual 1x1 conv
     assert build_base("xception", "none", spec.min_size, blocks=3).output_shape == (None, 5, 5, 728)  # entry flow
+    head = build_head(base.output_shape[1:], 2, load_recipe("demo").head)
+    model = build_classifier(base, spec.preprocess, head, spec.min_size)
+    assert conv_layers(model)[-1] == "block14_sepconv2"  # its separable convs count as conv layers
+    heatmap, _ = grad_cam(model, np.full((spec.min_size, spec.min_size, 3), 100, np.float32))
+    assert heatmap.shape == (3, 3)
 
 
 def test_inception_resnet_v2_top_block_is_the_ten_c_blocks_and_conv_7b():

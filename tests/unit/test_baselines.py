@@ -11,6 +11,7 @@ import pytest
 import transferkit
 from transferkit.baselines import BASELINES, BaselineSpec, create_baseline
 from transferkit.errors import TransferkitError
+from transferkit.explain import conv_layers, grad_cam
 from transferkit.layers import LocalResponseNormalization
 from transferkit.strategies.runtime import precision
 from transferkit.strategies.scratch import scratch_models
@@ -280,4 +281,7 @@ def test_a_tiny_googlenet_run_learns_and_saves_a_model_with_one_output(tmp_path,
     assert result.metrics["total_params"] == loaded.count_params() == 6_998_552 - 1000 * 1025 + 2 * 1025
     images = np.random.default_rng(7).uniform(0, 255, (4, 65, 65, 3)).astype("float32")
     np.testing.assert_allclose(loaded.predict(images, verbose=0), result.model.predict(images, verbose=0), rtol=1e-5)
+    heatmap, probabilities = grad_cam(loaded, images[0])  # the functional network opens up for Grad-CAM too
+    assert heatmap.shape == (3, 3) and conv_layers(loaded)[-1].startswith("inception_5b_")
+    np.testing.assert_allclose(probabilities, loaded.predict(images[:1], verbose=0)[0], rtol=1e-4)
     keras.backend.clear_session()
