@@ -19,7 +19,10 @@ from pathlib import Path
 WEIGHT_URLS = {
     "vgg16": "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/",
     "resnet50": "https://storage.googleapis.com/tensorflow/keras-applications/resnet/",
+    "resnet152": "https://storage.googleapis.com/tensorflow/keras-applications/resnet/",
     "inception_v3": "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/",
+    "xception": "https://storage.googleapis.com/tensorflow/keras-applications/xception/",
+    "inception_resnet_v2": "https://storage.googleapis.com/tensorflow/keras-applications/inception_resnet_v2/",
     "mobilenet_v2": "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/",
     "efficientnet_b0": "https://storage.googleapis.com/keras-applications/",
 }

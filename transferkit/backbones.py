@@ -62,6 +62,24 @@ class BackboneSpec:
             )
 
 
+def _xception(**kwargs):
+    """``keras.applications.Xception`` with its residual adds named ``block2_add`` .. ``block13_add``.
+
+    Keras names them ``add``, ``add_1``, ... counting every Add built in the process, and a block must end on its
+    add: the one tensor all of the next block's paths read, so that the layers above it form a model of their own
+    (the fine-tuning cache runs them alone). The adds have no weights; renaming them changes nothing else.
+
+    Example:
+        >>> _xception(include_top=False, weights=None, input_shape=(71, 71, 3)).get_layer("block4_add").output.shape
+        (None, 5, 5, 728)
+    """
+    base = keras.applications.Xception(**kwargs)
+    adds = [layer for layer in base.layers if isinstance(layer, keras.layers.Add)]
+    for block, layer in enumerate(adds, start=2):
+        layer.name = f"block{block}_add"
+    return base
+
+
 def _spec(name, builder, preprocess, block_ends, imagenet_file, min_size=32, default_size=224, description="",
           imagenet_source=None):
     return BACKBONES.register(name, BackboneSpec(name, builder, preprocess, default_size, min_size,
@@ -76,10 +94,23 @@ _spec("resnet50", keras.applications.ResNet50, "caffe",
       ["pool1_pool", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"],
       "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
       description="ResNet50, stem + 4 residual stages (He et al. 2015)")
+_spec("resnet152", keras.applications.ResNet152, "caffe",
+      ["pool1_pool", "conv2_block3_out", "conv3_block8_out", "conv4_block36_out", "conv5_block3_out"],
+      "resnet152_weights_tf_dim_ordering_tf_kernels_notop.h5",
+      description="ResNet152, stem + 4 residual stages of 3, 8, 36 and 3 bottleneck blocks (He et al. 2015)")
 _spec("inception_v3", keras.applications.InceptionV3, "tf",
       ["mixed2", "mixed3", "mixed7", "mixed8", "mixed10"],
       "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", min_size=75, default_size=299,
       description="InceptionV3; blocks: stem+mixed0-2, mixed3, mixed4-7, mixed8, mixed9-10 (Szegedy et al. 2015)")
+_spec("xception", _xception, "tf",
+      ["block2_add", "block3_add", "block4_add", "block8_add", "block12_add", "block14_sepconv2_act"],
+      "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", min_size=71, default_size=299,
+      description="Xception; blocks: entry flow 1-2, 3, 4, middle flow 5-8, 9-12, exit flow 13-14 (Chollet 2017)")
+_spec("inception_resnet_v2", keras.applications.InceptionResNetV2, "tf",
+      ["mixed_5b", "block35_10_ac", "mixed_6a", "block17_20_ac", "mixed_7a", "conv_7b_ac"],
+      "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5", min_size=75, default_size=299,
+      description="Inception-ResNet-v2; blocks: stem, 10x A, reduction A, 20x B, reduction B, 10x C + conv_7b "
+                  "(Szegedy et al. 2016)")
 _spec("mobilenet_v2", keras.applications.MobileNetV2, "tf",
       ["block_2_add", "block_5_add", "block_9_add", "block_12_add", "block_15_add", "out_relu"],
       "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{size}_no_top.h5",

@@ -1,8 +1,10 @@
-"""From-scratch baseline networks (AlexNet, VGG, small convnet, LeNet-5) to compare transfer learning against.
+"""From-scratch baseline networks (AlexNet, VGG, GoogLeNet, small convnet, LeNet-5) to compare transfer learning
+against.
 
 Every builder takes inputs already scaled to [0, 1]; the caller puts ``layers.Rescaling(1 / 255)``
 in front. Models contain no Lambda layers, so they save to ``.keras`` and load back with
-``safe_mode=True``.
+``safe_mode=True``. GoogLeNet also trains auxiliary classifiers (``BaselineSpec.auxiliary``), which are never
+part of the network a builder returns.
 
 Example:
     >>> model = create_baseline("small_convnet", (32, 32, 3), num_classes=10)
@@ -10,7 +12,7 @@ Example:
     (None, 10)
 """
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import keras
 from keras import layers
@@ -25,8 +27,11 @@ class BaselineSpec:
     """A from-scratch network: how to build it and which square input sizes it accepts.
 
     ``builder(input_shape, num_classes)`` returns the body plus a softmax output;
-    ``min_size`` is the smallest height/width that builds, ``default_size`` the size the
-    network was designed for.
+    ``min_size`` is the smallest height/width that builds (auxiliary classifiers included), ``default_size``
+    the size the network was designed for. For a network trained with auxiliary classifiers,
+    ``auxiliary(network, num_classes)`` returns a model from the network's input to its output followed by the
+    auxiliary classifiers' outputs, sharing the network's layers; each auxiliary loss weighs
+    ``auxiliary_weight`` in training, and only the network itself is kept.
 
     Example:
         >>> spec = BASELINES.get_or_raise("lenet5")
@@ -39,6 +44,8 @@ class BaselineSpec:
     min_size: int
     default_size: int
     description: str
+    auxiliary: Optional[Callable[[keras.Model, int], keras.Model]] = None
+    auxiliary_weight: float = 0.0
 
     def check_size(self, height, width=None):
         """Raise a TransferkitError if ``height`` x ``width`` (square if no width) is below ``min_size``."""
@@ -71,11 +78,12 @@ def create_baseline(name, input_shape, num_classes):
     return spec.builder(tuple(input_shape), num_classes)
 
 
-def _register(name, min_size, default_size, description):
+def _register(name, min_size, default_size, description, auxiliary=None, auxiliary_weight=0.0):
     """Decorator registering a builder in BASELINES under ``name``."""
 
     def decorator(builder):
-        BASELINES.register(name, BaselineSpec(name, builder, min_size, default_size, description))
+        BASELINES.register(name, BaselineSpec(name, builder, min_size, default_size, description, auxiliary,
+                                              auxiliary_weight))
         return builder
 
     return decorator
@@ -134,6 +142,90 @@ def _vgg16(input_shape, num_classes):
 def _vgg11(input_shape, num_classes):
     """VGG-11 from scratch: 8 3x3 convs in five blocks, two Dense(4096) + Dropout(0.5)."""
     return _vgg("vgg11", [(64,), (128,), (256, 256), (512, 512), (512, 512)], input_shape, num_classes)
+
+
+# GoogLeNet's inception modules (Szegedy et al. 2014, Table 1): #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj
+_INCEPTION = {
+    "3a": (64, 96, 128, 16, 32, 32),
+    "3b": (128, 128, 192, 32, 96, 64),
+    "4a": (192, 96, 208, 16, 48, 64),
+    "4b": (160, 112, 224, 24, 64, 64),
+    "4c": (128, 128, 256, 24, 64, 64),
+    "4d": (112, 144, 288, 32, 64, 64),
+    "4e": (256, 160, 320, 32, 128, 128),
+    "5a": (256, 160, 320, 32, 128, 128),
+    "5b": (384, 192, 384, 48, 128, 128),
+}
+
+
+def _conv(x, filters, size, name, strides=1):
+    """A 'same' convolution with ReLU, as every GoogLeNet convolution is."""
+    return layers.Conv2D(filters, size, strides=strides, padding="same", activation="relu", name=name)(x)
+
+
+def _max_pool(x, name, strides=2):
+    """GoogLeNet's 3x3 max pooling; 'same' padding gives the paper's map sizes (112, 56, 28, 14, 7 at 224 px)."""
+    return layers.MaxPooling2D(3, strides=strides, padding="same", name=name)(x)
+
+
+def _lrn(x, name):
+    """LRN as the reference Caffe GoogLeNet has it (the paper gives no constants): 5 channels, alpha 1e-4 / 5
+    (Caffe divides alpha by the window), beta 0.75, k 1."""
+    return LocalResponseNormalization(depth_radius=2, bias=1.0, alpha=2e-5, beta=0.75, name=name)(x)
+
+
+def _inception(x, name, widths):
+    """An inception module: 1x1, 1x1 -> 3x3, 1x1 -> 5x5 and 3x3 max pool -> 1x1 branches, concatenated."""
+    ones, reduce3, threes, reduce5, fives, projection = widths
+    return layers.Concatenate(name=name)([
+        _conv(x, ones, 1, f"{name}_1x1"),
+        _conv(_conv(x, reduce3, 1, f"{name}_3x3_reduce"), threes, 3, f"{name}_3x3"),
+        _conv(_conv(x, reduce5, 1, f"{name}_5x5_reduce"), fives, 5, f"{name}_5x5"),
+        _conv(_max_pool(x, f"{name}_pool", strides=1), projection, 1, f"{name}_pool_proj"),
+    ])
+
+
+def _auxiliary_classifier(x, num_classes, name):
+    """GoogLeNet's auxiliary classifier (section 5): 5x5/3 average pooling (4x4 maps at 224 px), 1x1 conv 128,
+    Dense 1024, dropout 0.7, softmax. The pooling needs a 5x5 map: inputs of at least 65 px."""
+    x = layers.AveragePooling2D(5, strides=3, name=f"{name}_pool")(x)
+    x = layers.Flatten(name=f"{name}_flatten")(_conv(x, 128, 1, f"{name}_conv"))
+    x = layers.Dropout(0.7, name=f"{name}_dropout")(layers.Dense(1024, activation="relu", name=f"{name}_fc")(x))
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name=f"{name}_classifier")(x)
+
+
+def _googlenet_auxiliary(network, num_classes):
+    """GoogLeNet with its auxiliary classifiers on inception 4a and 4d as two more outputs, for training.
+
+    Example:
+        >>> _googlenet_auxiliary(create_baseline("googlenet", (224, 224, 3), 1000), 1000).output_shape
+        [(None, 1000), (None, 1000), (None, 1000)]
+    """
+    auxiliary = [_auxiliary_classifier(network.get_layer(f"inception_{module}").output, num_classes, f"aux_{module}")
+                 for module in ("4a", "4d")]
+    return keras.Model(network.input, [network.output, *auxiliary], name=f"{network.name}_auxiliary")
+
+
+@_register("googlenet", min_size=65, default_size=224,
+           description="GoogLeNet (Szegedy et al. 2014), 22 layers, 9 inception modules, auxiliary classifiers on "
+                       "4a and 4d in training only, 7.0M params at 224x224",
+           auxiliary=_googlenet_auxiliary, auxiliary_weight=0.3)
+def _googlenet(input_shape, num_classes):
+    """GoogLeNet (Table 1, Figure 3): conv 7x7/2, max pool, LRN, conv 1x1 and 3x3, LRN, max pool, the nine
+    inception modules with 3x3/2 max pools before 4a and 5a, global average pooling (the paper's 7x7 average
+    pool at 224 px), dropout 0.4 and one softmax layer."""
+    inputs = keras.Input(shape=input_shape)
+    x = _conv(inputs, 64, 7, "conv1_7x7_s2", strides=2)
+    x = _lrn(_max_pool(x, "pool1_3x3_s2"), "pool1_norm1")
+    x = _conv(_conv(x, 64, 1, "conv2_3x3_reduce"), 192, 3, "conv2_3x3")
+    x = _max_pool(_lrn(x, "conv2_norm2"), "pool2_3x3_s2")
+    for module, widths in _INCEPTION.items():
+        if module in ("4a", "5a"):
+            x = _max_pool(x, f"pool{int(module[0]) - 1}_3x3_s2")
+        x = _inception(x, f"inception_{module}", widths)
+    x = layers.Dropout(0.4, name="pool5_drop")(layers.GlobalAveragePooling2D(name="pool5")(x))
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="classifier")(x)
+    return keras.Model(inputs, outputs, name="googlenet")
 
 
 @_register("small_convnet", min_size=16, default_size=150,

@@ -22,20 +22,24 @@ def _is_feature_map(tensor):
 
 
 def _unit_layers(model):
-    """The model's layers after its input, with the chains inside (a baseline, the head) opened up."""
+    """The model's layers after its input, with the chains inside (a baseline, the head) opened up, and a
+    functional baseline (GoogLeNet) split into its body and its Dense classifier."""
     units = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
         if isinstance(layer, keras.Sequential) or layer.name == "head":
             units.extend(sub for sub in layer.layers if not isinstance(sub, keras.layers.InputLayer))
+        elif isinstance(layer, keras.Model) and isinstance(layer.layers[-1], keras.layers.Dense):
+            classifier = layer.layers[-1]
+            units += [keras.Model(layer.input, classifier.input, name=layer.name), classifier]
         else:
             units.append(layer)
     return units
 
 
 def conv_layers(model):
-    """Names of the Conv2D layers of a model (inside its base or baseline), bottom to top.
+    """Names of the Conv2D and SeparableConv2D layers of a model (inside its base or baseline), bottom to top.
 
     Example:
         >>> conv_layers(vgg16_model)[-1]
@@ -44,14 +48,15 @@ def conv_layers(model):
     names = []
     for unit in _unit_layers(model):
         inner = unit.layers if isinstance(unit, keras.Model) else [unit]
-        names += [layer.name for layer in inner if isinstance(layer, keras.layers.Conv2D)]
+        names += [layer.name for layer in inner
+                  if isinstance(layer, (keras.layers.Conv2D, keras.layers.SeparableConv2D))]
     return names
 
 
 def feature_model(model, layer=None):
     """A model from raw images to ``[feature map of layer, class logits]``.
 
-    ``layer`` names a Conv2D layer (default: the last one), inside a nested base or not. The logits are the
+    ``layer`` names a conv layer (default: the last one), inside a nested base or not. The logits are the
     final softmax layer's inputs: gradients of a saturated softmax vanish, those of the logits do not.
 
     Example:

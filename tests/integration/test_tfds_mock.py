@@ -109,6 +109,16 @@ def test_prepare_offline_dry_run_lists_what_it_would_fetch(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+def test_prepare_offline_knows_where_every_keras_cache_backbone_downloads_from():
+    from transferkit.backbones import BACKBONES
+
+    prepare = _script("prepare_offline")
+    assert set(prepare.WEIGHT_URLS) == {name for name, spec in BACKBONES.items() if not spec.imagenet_source}
+    for name in ("resnet152", "xception", "inception_resnet_v2"):
+        item = prepare.plan(["demo"], Path("offline"), backbones=[name])[0]
+        assert item[2] == prepare.WEIGHT_URLS[name] + BACKBONES[name].imagenet_file
+
+
 def test_prepare_offline_fails_fast_offline_and_on_a_bad_recipe(tmp_path, capsys):
     prepare = _script("prepare_offline")
     started = time.time()

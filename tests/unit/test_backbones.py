@@ -4,7 +4,10 @@ import pytest
 
 from transferkit.backbones import BACKBONES, unfreeze_top_blocks
 from transferkit.errors import TransferkitError
+from transferkit.explain import conv_layers, grad_cam
+from transferkit.heads import build_classifier, build_head
 from transferkit.layers import Preprocess
+from transferkit.recipes import load_recipe
 from transferkit.weights import build_base
 
 
@@ -22,6 +25,8 @@ def test_every_backbone_builds_at_its_min_size_and_declares_real_blocks(name):
     layer_names = [layer.name for layer in base.layers]
     positions = [layer_names.index(end) for end in spec.block_ends]
     assert positions == sorted(positions), "blocks must be listed bottom to top"
+    for end in spec.block_ends[:-1]:  # a cut: the layers above run on its output alone (the fine-tuning cache)
+        keras.Model(base.get_layer(end).output, base.output)
     out = base.predict(np.zeros((1, spec.min_size, spec.min_size, 3), "float32"), verbose=0)
     assert out.ndim == 4 and out.shape[0] == 1
 
@@ -51,6 +56,41 @@ def test_unfreeze_top_block_of_resnet50_is_stage_conv5():
     base = build_base("resnet50", "none", 32)
     opened = unfreeze_top_blocks(base, BACKBONES["resnet50"], 1)
     assert opened and all(name.startswith("conv5_") for name in opened)
+
+
+def test_resnet152_stages_repeat_3_8_36_and_3_blocks_and_the_top_one_is_conv5():
+    spec = BACKBONES["resnet152"]
+    base = build_base("resnet152", "none", spec.min_size)
+    names = [layer.name for layer in base.layers]
+    blocks = [len({name.split("_")[1] for name in names if name.startswith(f"conv{stage}_block")})
+              for stage in range(2, 6)]
+    assert blocks == [3, 8, 36, 3]
+    opened = unfreeze_top_blocks(base, spec, 1)
+    assert opened[0] == "conv5_block1_1_conv" and all(name.startswith("conv5_") for name in opened)
+
+
+def test_xception_blocks_end_on_residual_adds_named_the_same_in_every_build():
+    spec = BACKBONES["xception"]
+    first, base = (build_base("xception", "none", spec.min_size) for _ in range(2))
+    adds = [[layer.name for layer in model.layers if isinstance(layer, keras.layers.Add)] for model in (first, base)]
+    assert adds[0] == adds[1] == [f"block{block}_add" for block in range(2, 14)]
+    opened = unfreeze_top_blocks(base, spec, 1)
+    assert (opened[0], opened[-1]) == ("block13_sepconv1", "block14_sepconv2")
+    assert [type(base.get_layer(name)) for name in opened].count(keras.layers.Conv2D) == 1  # the residual 1x1 conv
+    assert build_base("xception", "none", spec.min_size, blocks=3).output_shape == (None, 5, 5, 728)  # entry flow
+    head = build_head(base.output_shape[1:], 2, load_recipe("demo").head)
+    model = build_classifier(base, spec.preprocess, head, spec.min_size)
+    assert conv_layers(model)[-1] == "block14_sepconv2"  # its separable convs count as conv layers
+    heatmap, _ = grad_cam(model, np.full((spec.min_size, spec.min_size, 3), 100, np.float32))
+    assert heatmap.shape == (3, 3)
+
+
+def test_inception_resnet_v2_top_block_is_the_ten_c_blocks_and_conv_7b():
+    spec = BACKBONES["inception_resnet_v2"]
+    base = build_base("inception_resnet_v2", "none", spec.min_size)
+    opened = unfreeze_top_blocks(base, spec, 1)
+    assert {f"block8_{i}_conv" for i in range(1, 11)} <= set(opened) and opened[-1] == "conv_7b"
+    assert not [name for name in opened if name.startswith(("block17", "block35"))]
 
 
 @pytest.mark.parametrize("mode, reference", [

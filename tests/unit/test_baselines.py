@@ -1,16 +1,22 @@
-"""Tests for transferkit.baselines: sizes, parameter counts, errors, saving, and a tiny training run."""
+"""Tests for transferkit.baselines: sizes, parameter counts, errors, saving, and tiny training runs."""
 import json
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
 import pytest
 
+import transferkit
 from transferkit.baselines import BASELINES, BaselineSpec, create_baseline
 from transferkit.errors import TransferkitError
+from transferkit.explain import conv_layers, grad_cam
 from transferkit.layers import LocalResponseNormalization
 from transferkit.strategies.runtime import precision
+from transferkit.strategies.scratch import scratch_models
+from transferkit.training.auxiliary import AuxiliaryClassifiers
+from transferkit.training.losses import loss_and_metric
 
 
 @pytest.mark.parametrize(
@@ -31,12 +37,13 @@ def test_parameter_counts_match_the_papers(name, input_shape, num_classes, expec
 
 
 def test_registry_holds_every_baseline_with_consistent_specs():
-    assert set(BASELINES) == {"alexnet", "vgg16", "vgg11", "small_convnet", "lenet5"}
+    assert set(BASELINES) == {"alexnet", "vgg16", "vgg11", "googlenet", "small_convnet", "lenet5"}
     for name, spec in BASELINES.items():
         assert isinstance(spec, BaselineSpec)
         assert spec.name == name
         assert spec.min_size <= spec.default_size
         assert spec.description
+        assert (spec.auxiliary is None) == (spec.auxiliary_weight == 0) == (name != "googlenet")
 
 
 @pytest.mark.parametrize("name", sorted(BASELINES))
@@ -52,12 +59,18 @@ def test_builds_at_min_size_and_outputs_a_softmax(name):
     keras.backend.clear_session()
 
 
+def _training_network(spec, size):
+    """What training builds: the network, with its auxiliary classifiers when it has them."""
+    network = spec.builder((size, size, 3), 2)
+    return spec.auxiliary(network, 2) if spec.auxiliary else network
+
+
 @pytest.mark.parametrize("name", sorted(BASELINES))
 def test_min_size_is_the_smallest_input_that_builds(name):
     spec = BASELINES[name]
     below = spec.min_size - 1
     with pytest.raises(ValueError):
-        spec.builder((below, below, 3), 2)  # Keras itself refuses: min_size is not arbitrary
+        _training_network(spec, below)  # Keras itself refuses: min_size is not arbitrary
     with pytest.raises(TransferkitError, match=rf"'{name}'.*at least {spec.min_size}x{spec.min_size}"):
         create_baseline(name, (below, below, 3), 2)
     with pytest.raises(TransferkitError, match=rf"at least {spec.min_size}x"):
@@ -170,3 +183,105 @@ def test_small_convnet_learns_a_synthetic_task():
     model.fit(x_train, y_train, epochs=5, batch_size=32, verbose=0)
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     assert accuracy > 0.9
+
+
+# Table 1 of Szegedy et al. 2014 (GoogLeNet): each inception module's output depth, and the params column, whose
+# units are 1024 (its 1000-way linear layer, 1,024,000 weights, is listed as 1000K); it counts no biases.
+GOOGLENET_DEPTHS = {"3a": 256, "3b": 480, "4a": 512, "4b": 512, "4c": 512, "4d": 528, "4e": 832, "5a": 832, "5b": 1024}
+GOOGLENET_TABLE_PARAMS = (2.7 + 112 + 159 + 380 + 364 + 437 + 463 + 580 + 840 + 1072 + 1388 + 1000) * 1024
+
+
+def test_googlenet_has_the_papers_modules_and_parameter_count():
+    started = time.perf_counter()
+    model = create_baseline("googlenet", (224, 224, 3), num_classes=1000)
+    training = BASELINES["googlenet"].auxiliary(model, 1000)
+    built = time.perf_counter() - started
+    assert model.count_params() == 6_998_552 and len(model.outputs) == 1
+    kernels = sum(int(np.prod(w.shape)) for w in model.weights if w.path.endswith("kernel"))
+    assert abs(kernels - GOOGLENET_TABLE_PARAMS) / GOOGLENET_TABLE_PARAMS < 0.01  # 6,990,272 vs 6,960,845
+    depths = {layer.name.removeprefix("inception_"): layer.output.shape[1:] for layer in model.layers
+              if isinstance(layer, keras.layers.Concatenate)}
+    assert {module: shape[-1] for module, shape in depths.items()} == GOOGLENET_DEPTHS
+    assert [depths[m][0] for m in ("3a", "4a", "5a")] == [28, 14, 7]  # Table 1's map sizes at 224 px
+    assert len([layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]) == 3 + 9 * 6
+    assert sum(isinstance(layer, LocalResponseNormalization) for layer in model.layers) == 2
+    assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.4]
+    # the auxiliary classifiers: 4x4x512 and 4x4x528 pooled maps, conv 128, dense 1024, dropout 0.7, softmax
+    assert training.output_shape == [(None, 1000)] * 3
+    assert [training.get_layer(f"aux_{m}_pool").output.shape[1:] for m in ("4a", "4d")] == [(4, 4, 512), (4, 4, 528)]
+    assert [training.get_layer(f"aux_{m}_dropout").rate for m in ("4a", "4d")] == [0.7, 0.7]
+    aux_4a = (512 * 128 + 128) + (4 * 4 * 128 * 1024 + 1024) + (1024 * 1000 + 1000)
+    aux_4d = aux_4a + 16 * 128  # 528 channels into its 1x1 conv
+    assert training.count_params() == 6_998_552 + aux_4a + aux_4d
+    assert built < 60, f"building GoogLeNet at 224 px took {built:.0f} s"
+    keras.backend.clear_session()
+
+
+def _aux_trainer(label_smoothing=0.0, soft=False):
+    """A tiny classifier with one auxiliary classifier, its AuxiliaryClassifiers and their compiled loss."""
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    output = keras.layers.Dense(3, activation="softmax")(keras.layers.Dense(8, activation="relu")(hidden))
+    auxiliary = keras.layers.Dense(3, activation="softmax")(hidden)
+    classifier = keras.Model(inputs, output)
+    trainer = AuxiliaryClassifiers(keras.Model(inputs, [output, auxiliary]), weight=0.3)
+    loss, metric = loss_and_metric(label_smoothing, soft)
+    trainer.compile(keras.optimizers.SGD(0.1), loss=loss, metrics=[metric])
+    return classifier, trainer, loss
+
+
+@pytest.mark.parametrize("label_smoothing, soft", [(0.0, False), (0.1, False), (0.0, True)])
+def test_auxiliary_losses_add_in_training_only(label_smoothing, soft):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 4)).astype("float32")
+    y = rng.dirichlet(np.ones(3), size=6).astype("float32") if soft else np.array([0, 1, 2, 0, 1, 2])
+    weights = np.array([1.0, 2.0, 0.5, 1.0, 1.0, 3.0], "float32")  # as class_weight gives them
+    classifier, trainer, loss = _aux_trainer(label_smoothing, soft)
+    predicted = trainer(x, training=True)
+    output, auxiliary = predicted
+    got = trainer.compute_loss(x, y, predicted, weights, training=True)
+    expected = loss(y, output, weights) + 0.3 * loss(y, auxiliary[0], weights)
+    np.testing.assert_allclose(float(got), float(expected), rtol=1e-6)
+    evaluated = trainer.evaluate(x, y, sample_weight=weights, verbose=0, return_dict=True)
+    assert evaluated["loss"] == pytest.approx(float(loss(y, classifier(x), weights)), rel=1e-5)  # dropped
+    np.testing.assert_allclose(trainer.predict(x, verbose=0), keras.ops.convert_to_numpy(classifier(x)), rtol=1e-6)
+    logs = trainer.train_on_batch(x, y, sample_weight=weights, return_dict=True)
+    assert logs["loss"] == pytest.approx(float(expected), rel=1e-5) and set(logs) == {"loss", "accuracy"}
+
+
+def test_training_with_the_auxiliary_classifiers_trains_the_classifier_and_them():
+    classifier, trainer, _ = _aux_trainer()
+    x, y = np.random.default_rng(6).normal(size=(6, 4)).astype("float32"), np.array([0, 1, 2, 0, 1, 2])
+    before = [w.copy() for w in trainer.get_weights()]
+    trainer.train_on_batch(x, y)
+    moved = [not np.array_equal(a, b) for a, b in zip(before, trainer.get_weights())]
+    assert all(moved) and len(moved) == len(classifier.weights) + 2  # the auxiliary Dense's kernel and bias
+
+
+def test_scratch_models_train_googlenet_with_auxiliary_classifiers_and_keep_one_output():
+    model, trainer = scratch_models("googlenet", 65, 4)
+    assert isinstance(trainer, AuxiliaryClassifiers) and trainer.auxiliary_weight == 0.3
+    assert len(model.outputs) == 1 and not [w for w in model.weights if "aux" in w.path]
+    assert {id(w) for w in model.weights} < {id(w) for w in trainer.weights}
+    model, trainer = scratch_models("lenet5", 32, 4)
+    assert trainer is model
+
+
+def test_a_tiny_googlenet_run_learns_and_saves_a_model_with_one_output(tmp_path, stripes):
+    result = transferkit.run("demo_hed", strategy="scratch", data=stripes, class_names=["h", "v"], out=tmp_path,
+                             epochs=4, image_size=65, overrides=["scratch.baseline=googlenet", "batch_size=16"],
+                             verbose=0)
+    val = [row["val_accuracy"] for row in result.history]
+    assert max(val) > val[0] and result.metrics["test_accuracy"] >= 0.8, (val, result.metrics["test_accuracy"])
+    # in training the loss carries the two auxiliary losses: at chance each is ln 2, so about 1.6 ln 2 in all
+    assert result.history[0]["loss"] > 1.3 * result.history[0]["val_loss"]
+    loaded = keras.saving.load_model(result.run_dir / "model.keras", safe_mode=True)
+    assert len(loaded.outputs) == 1 and loaded.output_shape == (None, 2)
+    assert not [layer.name for layer in loaded.get_layer("googlenet").layers if layer.name.startswith("aux")]
+    assert result.metrics["total_params"] == loaded.count_params() == 6_998_552 - 1000 * 1025 + 2 * 1025
+    images = np.random.default_rng(7).uniform(0, 255, (4, 65, 65, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), result.model.predict(images, verbose=0), rtol=1e-5)
+    heatmap, probabilities = grad_cam(loaded, images[0])  # the functional network opens up for Grad-CAM too
+    assert heatmap.shape == (3, 3) and conv_layers(loaded)[-1].startswith("inception_5b_")
+    np.testing.assert_allclose(probabilities, loaded.predict(images[:1], verbose=0)[0], rtol=1e-4)
+    keras.backend.clear_session()

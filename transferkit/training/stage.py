@@ -80,6 +80,16 @@ def _rate(ctx, model, stage, train, loss, metric):
     return finding.suggestion
 
 
+def _trainable(kept, model):
+    """``N of M parameters trainable`` of ``kept``, the model a run keeps, when ``model`` trains; with the
+    parameters ``model`` trains that ``kept`` does not have (auxiliary classifiers), which are dropped after."""
+    kept_ids = {id(weight) for weight in kept.weights}
+    sizes = [(id(weight) in kept_ids, int(np.prod(weight.shape))) for weight in model.trainable_weights]
+    line = f"{sum(n for inside, n in sizes if inside):,} of {kept.count_params():,} parameters trainable"
+    extra = sum(n for inside, n in sizes if not inside)
+    return line + (f", and {extra:,} of auxiliary classifiers, trained and then dropped" if extra else "")
+
+
 def _finished(ctx, stage):
     """The record of ``stage`` if a run being resumed finished it already, else None."""
     done = ctx.tracker.backup_dir(stage.name) / "done.json" if ctx.tracker else None
@@ -142,11 +152,9 @@ def train_stage(ctx, model, stage, train, val, start_epoch=0, multipliers=None, 
     # the interrupt check runs last, so an epoch that ended is checkpointed before it stops the run
     callbacks = [guard, *seeds, LogLearningRate(), *ema, *([best] if best else []), *ctx.callbacks,
                  *(checkpoint_callbacks(tracker, stage.name) if tracker else []), StopOnInterrupt()]
-    if ctx.verbose:
-        trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-        total = (ctx.model or model).count_params()  # the whole classifier, also when a stage trains on features
+    if ctx.verbose:  # the whole classifier's parameters, also when a stage trains on features
         print(f"stage '{stage.name}': epochs {start_epoch + 1}-{start_epoch + stage.epochs}, learning rate {rate:g} "
-              f"({stage.schedule}), {trainable:,} of {total:,} parameters trainable", flush=True)
+              f"({stage.schedule}), {_trainable(ctx.model or model, model)}", flush=True)
     # BackupAndRestore restores a resumed stage through model._initial_epoch, which Keras never clears:
     # left over from the previous stage it would make this one start at the wrong epoch.
     model._initial_epoch = None
