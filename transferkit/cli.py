@@ -175,19 +175,31 @@ def list_(what):
                                           "own test split).")
 @click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True, metavar="POINTS",
               help="Refuse an artifact whose accuracy is more than POINTS percentage points below the model's.")
+@click.option("--quantize", type=click.Choice(["float16", "dynamic", "int8"]),
+              help="TFLite only: float16 weights, dynamic-range int8 weights, or full int8 calibrated on training "
+                   "images (default out RUN_DIR/export/tflite-MODE).")
+@click.option("--uint8-input", is_flag=True, help="With --quantize int8: a uint8 input tensor (raw pixels).")
+@click.option("--calibration", help="With --quantize int8: a folder of images to calibrate on (default: the run's "
+                                    "training images).")
 @_friendly
-def export_(run_dir, format_, out, data_path, max_accuracy_drop):
+def export_(run_dir, format_, out, data_path, max_accuracy_drop, quantize, uint8_input, calibration):
     """Export the model of RUN_DIR, reload it, check it predicts as the in-memory model does, and measure its
     accuracy, size and latency."""
     from transferkit.exporters import export
 
-    manifest = export(run_dir, format_, out, data=data_path, max_accuracy_drop=max_accuracy_drop)
+    manifest = export(run_dir, format_, out, data=data_path, max_accuracy_drop=max_accuracy_drop, quantize=quantize,
+                      uint8_input=uint8_input, calibration=calibration)
     parity, measured = manifest["parity"], manifest["measured"]
     click.echo(f"{format_} export in {manifest['out']}")
     for name in manifest["files"] + ["export.json"]:
         click.echo(f"    {name}")
+    if "quantization" in manifest:
+        quantization = manifest["quantization"]
+        click.echo(f"  quantized {quantization['mode']}{', uint8 input' if quantization['uint8_input'] else ''}"
+                   + (f", calibrated on {quantization['calibration']}" if "calibration" in quantization else ""))
+    tolerance = f"tolerance {parity['tolerance']:g}" if parity["tolerance"] is not None else "no tolerance: quantized"
     click.echo(f"  parity    max abs diff {parity['max_abs_diff']:.2e} on {parity['sample_images']} sample images "
-               f"(tolerance {parity['tolerance']:g})")
+               f"({tolerance})")
     click.echo(f"  accuracy  {measured['accuracy']:.4f} (model {measured['model_accuracy']:.4f}) on "
                f"{measured['test_images']} images, {measured['data']}")
     click.echo(f"  size      {measured['size_bytes'] / 1e6:.2f} MB "

@@ -98,19 +98,29 @@ def _array_data(images, labels, class_names):
 _PASS_FOLDER = "pass a folder of class subfolders: data=FOLDER in Python, --data FOLDER on the command line"
 
 
-def _recipe_test_split(run_dir, metrics_names, counts):
+def run_split(run_dir, split, class_names, instead=_PASS_FOLDER):
+    """The ``split`` (train, val or test) of the run in ``run_dir``, re-loaded from its ``recipe.yaml`` and
+    checked to hold the classes and counts the run saw, and a line saying what it is. ``instead`` ends the
+    one-line error when it cannot be re-loaded (a run on arrays given in Python, data moved or changed).
+
+    Example:
+        >>> dataset, described = run_split(Path("runs/demo-finetune-20261123-171500"), "train", names)
+        >>> described
+        "train split of recipe 'demo' (sample)"
+    """
     recipe = load_recipe(str(run_dir / "recipe.yaml"))
     if recipe.data.source == "arrays":
         raise TransferkitError(f"{run_dir.name} was trained on arrays given in Python, which its recipe cannot "
-                               f"re-load: {_PASS_FOLDER}")
+                               f"re-load: {instead}")
     try:
         splits = load_data(recipe.data, recipe.seed)
     except TransferkitError as err:
-        raise TransferkitError(f"{err}; to evaluate on other images, {_PASS_FOLDER}") from err
-    if splits.class_names != metrics_names or splits.counts != counts:
+        raise TransferkitError(f"{err}; to use other images, {instead}") from err
+    counts = json.loads((run_dir / "metrics.json").read_text())["num_examples"]
+    if splits.class_names != tuple(class_names) or splits.counts != counts:
         raise TransferkitError(f"the data {run_dir.name}'s recipe loads now are not the data it was trained on "
-                               f"(other classes or counts): {_PASS_FOLDER}")
-    return splits.datasets["test"], f"test split of recipe '{recipe.name}' ({recipe.data.source})"
+                               f"(other classes or counts): {instead}")
+    return splits.datasets[split], f"{split} split of recipe '{recipe.name}' ({recipe.data.source})"
 
 
 def run_of(source):
@@ -149,8 +159,7 @@ def evaluation_data(run_dir, data, class_names):
         return _folder_data(data, class_names)
     if run_dir is None:
         raise TransferkitError(f"there is no run directory to re-load a test split from: {_PASS_FOLDER}")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return _recipe_test_split(run_dir, tuple(class_names), metrics["num_examples"])
+    return run_split(run_dir, "test", class_names)
 
 
 def predict_dataset(predictor, dataset, tta=1, flips=True, batch_size=32):

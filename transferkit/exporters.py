@@ -27,11 +27,13 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from transferkit.console import native_stderr_silenced
 from transferkit.data.pipeline import resize
 from transferkit.errors import TransferkitError
 from transferkit.evaluation import evaluation_data
 from transferkit.measure import check_accuracy_drop, measure_export
 from transferkit.predict import KerasPredictor, ONNXPredictor, TFLitePredictor, load
+from transferkit.quantize import configure, quantization_for
 from transferkit.registry import Registry
 from transferkit.runs import save_model, write_atomic, write_json
 from transferkit.standalone import required_imports, standalone_model
@@ -221,24 +223,31 @@ def export_keras(module, folder, samples):
 
 
 @FORMATS.register("tflite")
-def export_tflite(module, folder, samples):
+def export_tflite(module, folder, samples, quantization=None):
     """``model.tflite`` from ``serve_resized``: signature ``serving_default``, ``image`` (float32 RGB 0-255
-    [N, S, S, 3], N resizable) -> ``probabilities``, the labels in its metadata (and ``labels.json``)."""
+    [N, S, S, 3], N resizable; uint8 with a uint8 input) -> ``probabilities``, the labels in its metadata (and
+    ``labels.json``); quantized as ``quantization`` (a :class:`~transferkit.quantize.Quantization`) says."""
     # The converter finds the weights only as plain tf.Variables, not behind Keras 3's variable wrappers (it
     # writes a model without weights); tracking both in the SavedModel would store every weight twice.
     weights = tf.Module()
     weights.variables_ = [variable.value for variable in module.model.variables]
     converter = tf.lite.TFLiteConverter.from_concrete_functions([module.serve_resized.get_concrete_function()],
                                                                 weights)
-    labels = _labels(module)
-    write_atomic(folder / "model.tflite", with_labels(converter.convert(), labels))
+    note = module.input_note
+    if quantization:
+        configure(converter, quantization)
+        note = note.replace("float32", "uint8", 1) if quantization.uint8_input else note
+    labels = _labels(module, input=note)
+    with native_stderr_silenced():  # the quantizer says "fully_quantize: 0, inference_type: 6, ..."
+        data = converter.convert()
+    write_atomic(folder / "model.tflite", with_labels(data, labels))
     write_json(folder / "labels.json", labels)
     reloaded = TFLitePredictor(folder / "model.tflite")
     names = (reloaded.input_name, reloaded.output_name)
     if reloaded.class_names != module.names or names != ("image", "probabilities"):
         raise TransferkitError("the TFLite file lost its labels or its signature's names")
     return _diff(reloaded.run_resized(samples.resized), samples.expected), {
-        "model.tflite": f"signature serving_default: image {module.input_note} -> probabilities [N, C]; "
+        "model.tflite": f"signature serving_default: image {note} -> probabilities [N, C]; "
                         f"labels in the metadata entry '{LABELS_ENTRY}'"}
 
 
@@ -306,16 +315,21 @@ def _publish(staging, out):
         os.replace(staging, out)
 
 
-def export(run_dir, format="savedmodel", out=None, *, data=None, max_accuracy_drop=1.0):
-    """Export the model of ``run_dir`` to ``out`` (default ``run_dir/export/<format>``), check and measure it.
+def export(run_dir, format="savedmodel", out=None, *, data=None, max_accuracy_drop=1.0, quantize=None,
+           uint8_input=False, calibration=None):
+    """Export the model of ``run_dir`` to ``out`` (default ``run_dir/export/<format>``, or
+    ``tflite-<quantize>``), check and measure it.
 
     Formats: ``savedmodel`` (raw images of any size, or encoded bytes, in; labels inside), ``keras`` (built-in
     layers only), ``tflite`` and ``onnx`` (float32 RGB 0-255 at image size in, labels inside). The artifact
     is reloaded in its own runtime and its predictions compared with the in-memory model's on sample images
-    (max abs diff 1e-4; TFLite and ONNX 1e-3); then its accuracy on the run's test split (or ``data``: a
-    folder of class subfolders, or ``(images, labels)`` arrays), size and latency are measured next to the
-    in-memory model's. A larger difference, or more than ``max_accuracy_drop`` accuracy points lost, raises
-    :class:`TransferkitError` and leaves ``out`` untouched.
+    (max abs diff 1e-4; TFLite and ONNX 1e-3; not for a quantized model); then its accuracy on the run's test
+    split (or ``data``: a folder of class subfolders, or ``(images, labels)`` arrays), size and latency are
+    measured next to the in-memory model's. A larger difference, or more than ``max_accuracy_drop`` accuracy
+    points lost, raises :class:`TransferkitError` and leaves ``out`` untouched.
+
+    ``quantize`` (tflite only): ``float16``, ``dynamic`` or ``int8``; int8 is calibrated on the run's training
+    images (or ``calibration``: a folder or an array of images) and takes uint8 input with ``uint8_input``.
 
     Returns the manifest written to ``out/export.json``.
 
@@ -323,24 +337,30 @@ def export(run_dir, format="savedmodel", out=None, *, data=None, max_accuracy_dr
         >>> manifest = export("runs/demo-finetune-20261123-171500", "tflite")
         >>> manifest["files"], manifest["measured"]["accuracy_drop_points"]
         (['labels.json', 'model.tflite'], 0.0)
+        >>> export("runs/demo-finetune-20261123-171500", "tflite", quantize="int8")["out"]
+        'runs/demo-finetune-20261123-171500/export/tflite-int8'
     """
     exporter = FORMATS.get_or_raise(format)
     run_dir = Path(run_dir)
     predictor = load(run_dir)
     if not isinstance(predictor, KerasPredictor) or not (run_dir / "recipe.yaml").is_file():
         raise TransferkitError(f"{run_dir} is not a run directory; export from the run directory")
+    if quantize and format != "tflite":
+        raise TransferkitError(f"--quantize is for --format tflite, not {format}")
+    quantization = quantization_for(quantize, uint8_input, calibration, run_dir, predictor)
     dataset, described = evaluation_data(run_dir, data, predictor.class_names)
-    out = Path(out) if out else run_dir / "export" / format
+    out = Path(out) if out else run_dir / "export" / (f"{format}-{quantize}" if quantize else format)
+    tolerance = None if quantization else TOLERANCE[format]
     staging = _staging(out)
     try:
         module = ServingModule(predictor.model, predictor.class_names, predictor.image_size, predictor.resize)
         samples = make_samples(predictor)
-        diff, interface = exporter(module, staging, samples)
-        if not diff <= TOLERANCE[format]:
+        diff, interface = exporter(module, staging, samples, **({"quantization": quantization} if quantize else {}))
+        if tolerance is not None and not diff <= tolerance:
             raise TransferkitError(f"the {format} export disagrees with the in-memory model: max abs difference "
-                                   f"{diff:.3g} > {TOLERANCE[format]:g} on {len(samples.raw)} sample images")
+                                   f"{diff:.3g} > {tolerance:g} on {len(samples.raw)} sample images")
         measured = measure_export(predictor, load(staging), dataset, described, staging)
-        check_accuracy_drop(measured, max_accuracy_drop, format)
+        check_accuracy_drop(measured, max_accuracy_drop, format + (f" {quantize}" if quantize else ""))
         manifest = {
             "format": format,
             "files": sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file()),
@@ -348,7 +368,8 @@ def export(run_dir, format="savedmodel", out=None, *, data=None, max_accuracy_dr
             "image_size": predictor.image_size,
             "resize": predictor.resize,
             "interface": interface,
-            "parity": {"max_abs_diff": diff, "tolerance": TOLERANCE[format], "sample_images": len(samples.raw)},
+            **({"quantization": quantization.manifest()} if quantization else {}),
+            "parity": {"max_abs_diff": diff, "tolerance": tolerance, "sample_images": len(samples.raw)},
             "measured": {**measured, "max_accuracy_drop": max_accuracy_drop},
             "run_dir": str(run_dir.resolve()),
         }

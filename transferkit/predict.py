@@ -262,6 +262,23 @@ class SavedModelPredictor(Predictor):
         return probabilities
 
 
+def _quantized(batch, details):
+    """``batch`` in the dtype of a tensor's ``details``: quantized with its scale and zero point if integer."""
+    if np.issubdtype(details["dtype"], np.floating):
+        return batch.astype(details["dtype"])
+    scale, zero = details["quantization"]
+    limits = np.iinfo(details["dtype"])
+    return np.clip(np.round(batch / scale + zero), limits.min, limits.max).astype(details["dtype"])
+
+
+def _dequantized(values, details):
+    """A tensor's ``values`` as float32: dequantized with the scale and zero point of its ``details`` if integer."""
+    if np.issubdtype(details["dtype"], np.floating):
+        return values.astype(np.float32)
+    scale, zero = details["quantization"]
+    return ((values.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
 @contextlib.contextmanager
 def _loading(file):
     """Any failure inside as one line: ``cannot load FILE: the runtime's first line``."""
@@ -281,7 +298,8 @@ def _sidecar_labels(file):
 
 class TFLitePredictor(Predictor):
     """A TFLite export, run by its ``serving_default`` signature (``image`` -> ``probabilities``) in LiteRT's
-    interpreter. The class names come from the file's ``labels.json`` metadata entry (or a ``labels.json``
+    interpreter; integer inputs and outputs (a quantized model's) are converted here with the file's scale and
+    zero point. The class names come from the file's ``labels.json`` metadata entry (or a ``labels.json``
     beside it)."""
 
     def __init__(self, file):
@@ -292,13 +310,15 @@ class TFLitePredictor(Predictor):
             info = read_labels(file) or _sidecar_labels(file)
             self.interpreter, self.runtime = interpreter(file)
             self.runner = self.interpreter.get_signature_runner()
-        (self.input_name,), (self.output_name,) = self.runner.get_input_details(), self.runner.get_output_details()
+        (self.input_name, self.input), = self.runner.get_input_details().items()
+        (self.output_name, self.output), = self.runner.get_output_details().items()
         super().__init__(file.parent, info["class_names"], info["image_size"], info["resize"])
         with native_stderr_silenced():  # the first call creates the XNNPACK delegate, which says so on stderr
             self.run_resized(np.zeros((1, self.image_size, self.image_size, 3), np.float32))
 
     def run_resized(self, batch):
-        return self.runner(**{self.input_name: batch.astype(np.float32)})[self.output_name]
+        answer = self.runner(**{self.input_name: _quantized(batch, self.input)})[self.output_name]
+        return _dequantized(answer, self.output)
 
 
 class ONNXPredictor(Predictor):

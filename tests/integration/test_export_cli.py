@@ -148,6 +148,27 @@ def test_export_tflite_and_onnx_measured_on_the_runs_test_split_then_predict_and
                                   "class subfolders: data=FOLDER in Python, --data FOLDER on the command line")
 
 
+def test_int8_export_calibrated_on_the_runs_training_images_with_a_uint8_input(trained, stripes, tmp_path):
+    out = transferkit_cli("export", trained.run_dir, "--format", "tflite", "--quantize", "int8", "--uint8-input",
+                          "--max-accuracy-drop", "100", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    train = trained.metrics["num_examples"]["train"]
+    assert (f"quantized int8, uint8 input, calibrated on {train} images of the train split of recipe 'photos' "
+            f"(folder)") in out.stdout
+    assert "fully_quantize" not in out.stdout + out.stderr  # the quantizer's own summary line stays quiet
+    folder = trained.run_dir / "export" / "tflite-int8"
+    manifest = json.loads((folder / "export.json").read_text())
+    assert manifest["quantization"]["calibration_images"] == train
+    assert manifest["measured"]["size_bytes"] < 0.35 * (trained.run_dir / "model.keras").stat().st_size
+    x, y = stripes["val"]
+    images = _write_folder(tmp_path / "images", x[:4], y[:4])
+    out = transferkit_cli("predict", folder, *images, "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    labels = [answer["predictions"][0]["label"] for answer in json.loads(out.stdout)]
+    expected = trained.model.predict(x[:4].astype("float32"), verbose=0).argmax(axis=1)
+    assert sum(label == NAMES[i] for label, i in zip(labels, expected)) >= 3
+
+
 def test_export_predict_and_evaluate_bad_input_get_one_line(trained, tmp_path):
     out = transferkit_cli("export", trained.run_dir, "--max-accuracy-drop", "lots", cwd=tmp_path)
     assert out.returncode == 2 and "'lots' is not a valid float" in out.stderr and "Traceback" not in out.stderr

@@ -261,6 +261,48 @@ def test_max_accuracy_drop_refuses_an_artifact_that_loses_more_and_leaves_nothin
         check_accuracy_drop({**measured, "accuracy_drop_points": 1.5, "accuracy": 0.785}, 1.0, "tflite")
 
 
+def test_quantized_tflite_exports_are_smaller_and_record_what_they_lose(trained, exported, stripes):
+    float_size = exported["tflite"]["measured"]["size_bytes"]
+    manifests = {}
+    for mode in ("float16", "dynamic", "int8"):
+        int8 = mode == "int8"
+        manifests[mode] = manifest = export(trained.run_dir, "tflite", quantize=mode, uint8_input=int8,
+                                            calibration=stripes["train"][0] if int8 else None,
+                                            data=stripes["test"], max_accuracy_drop=100)
+        assert manifest["out"] == str(trained.run_dir / "export" / f"tflite-{mode}")
+        assert manifest["quantization"]["mode"] == mode and manifest["parity"]["tolerance"] is None
+        measured = manifest["measured"]
+        hits = round(measured["accuracy"] * measured["test_images"])
+        model_hits = round(measured["model_accuracy"] * measured["test_images"])
+        assert measured["accuracy_drop_points"] == pytest.approx(100 * (model_hits - hits) / measured["test_images"])
+        assert measured["top1_agreement"] >= 0.75
+        assert measured["size_bytes"] < (0.6 if mode == "float16" else 0.35) * float_size
+        predictor = load(manifest["out"])
+        assert predictor.class_names == tuple(NAMES) and predictor.input["shape_signature"][0] == -1
+    assert manifests["int8"]["quantization"] == {"mode": "int8", "uint8_input": True, "calibration_images": 96,
+                                                 "calibration": "96 images of the array given"}
+    assert predictor.input["dtype"] == np.uint8 and predictor.input["quantization"] == (1.0, 0)  # raw pixels
+    assert "image uint8 [N, 32, 32, 3]" in manifests["int8"]["interface"]["model.tflite"]
+    lost = manifests["int8"]["measured"]["accuracy_drop_points"]  # the same calibration gives the same model
+    with pytest.raises(TransferkitError, match=rf"^the tflite int8 export loses {lost:.2f} accuracy points "):
+        export(trained.run_dir, "tflite", quantize="int8", uint8_input=True, calibration=stripes["train"][0],
+               data=stripes["test"], max_accuracy_drop=lost - 0.5)
+    assert json.loads((Path(manifests["int8"]["out"]) / "export.json").read_text()) == {
+        key: value for key, value in manifests["int8"].items() if key != "out"}  # the refused one replaced nothing
+
+
+def test_quantization_options_that_do_not_go_together_are_refused(trained, stripes, tmp_path):
+    cases = [({"format": "onnx", "quantize": "int8"}, "--quantize is for --format tflite, not onnx"),
+             ({"quantize": "float16", "uint8_input": True}, "are for --quantize int8, not float16"),
+             ({"uint8_input": True}, "are for --quantize int8"),
+             ({"quantize": "int4"}, "unknown quantization 'int4'"),
+             ({"quantize": "int8"}, r"trained on arrays .*: pass calibration images: calibration=FOLDER")]
+    for options, message in cases:
+        with pytest.raises(TransferkitError, match=message):
+            export(trained.run_dir, **{"format": "tflite", **options}, out=tmp_path / "q", data=stripes["test"])
+    assert not (tmp_path / "q").exists()
+
+
 def test_export_refuses_to_overwrite_a_folder_it_did_not_write(trained, stripes, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
