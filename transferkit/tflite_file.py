@@ -2,7 +2,7 @@
 
 The labels travel as a ``labels.json`` entry of the flatbuffer's metadata map (the one the converter fills
 with ``min_runtime_version`` and ``CONVERSION_METADATA``), written with TensorFlow's own
-``flatbuffer_utils``: TFLite Support's metadata writer (``tflite-support`` 0.4.4, unmaintained since 2023)
+``flatbuffer_utils`` by the round trip the converter makes to add ``CONVERSION_METADATA``: TFLite Support's metadata writer (``tflite-support`` 0.4.4, unmaintained since 2023)
 needs protobuf < 4, which TensorFlow 2.21 cannot run with. Any flatbuffer reader gets them back, e.g.
 TensorFlow's ``flatbuffer_utils.read_model(path).metadata``; :func:`read_labels` does it without TensorFlow's
 converter.
