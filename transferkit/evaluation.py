@@ -145,8 +145,8 @@ def evaluation_data(run_dir, data, class_names):
     """An unbatched ``(uint8 image, label)`` dataset to evaluate on and a line saying what it is.
 
     ``data``: a folder of class subfolders (its ``test/`` if it has ``train/`` and ``test/``), or in Python
-    ``(images, labels)`` arrays; None for the test split of ``run_dir`` (None when there is no run to
-    re-load), re-loaded from its ``recipe.yaml``.
+    ``(images, labels)`` arrays; None for the test split of ``run_dir``, re-loaded from its ``recipe.yaml``
+    (a one-line error if ``run_dir`` is None: no run to re-load).
 
     Example:
         >>> dataset, source = evaluation_data(Path("runs/demo-finetune-20261123-171500"), None, names)
