@@ -171,18 +171,41 @@ def list_(what):
 @click.option("--format", "format_", type=click.Choice(["savedmodel", "keras", "tflite", "onnx"]),
               default="savedmodel", show_default=True, help="The artifact to write.")
 @click.option("--out", help="Folder to write (default RUN_DIR/export/FORMAT).")
+@click.option("--data", "data_path", help="A folder of class subfolders to measure accuracy on (default: the run's "
+                                          "own test split).")
+@click.option("--max-accuracy-drop", type=float, default=1.0, show_default=True, metavar="POINTS",
+              help="Refuse an artifact whose accuracy is more than POINTS percentage points below the model's.")
+@click.option("--quantize", type=click.Choice(["float16", "dynamic", "int8"]),
+              help="TFLite only: float16 weights, dynamic-range int8 weights, or full int8 calibrated on training "
+                   "images (default out RUN_DIR/export/tflite-MODE).")
+@click.option("--uint8-input", is_flag=True, help="With --quantize int8: a uint8 input tensor (raw pixels).")
+@click.option("--calibration", help="With --quantize int8: a folder of images to calibrate on (default: the run's "
+                                    "training images).")
 @_friendly
-def export_(run_dir, format_, out):
-    """Export the model of RUN_DIR, reload it and check it predicts as the in-memory model does."""
+def export_(run_dir, format_, out, data_path, max_accuracy_drop, quantize, uint8_input, calibration):
+    """Export the model of RUN_DIR, reload it, check it predicts as the in-memory model does, and measure its
+    accuracy, size and latency."""
     from transferkit.exporters import export
 
-    manifest = export(run_dir, format_, out)
-    parity = manifest["parity"]
+    manifest = export(run_dir, format_, out, data=data_path, max_accuracy_drop=max_accuracy_drop, quantize=quantize,
+                      uint8_input=uint8_input, calibration=calibration)
+    parity, measured = manifest["parity"], manifest["measured"]
     click.echo(f"{format_} export in {manifest['out']}")
     for name in manifest["files"] + ["export.json"]:
         click.echo(f"    {name}")
-    click.echo(f"  parity  max abs diff {parity['max_abs_diff']:.2e} on {parity['sample_images']} sample images "
-               f"(tolerance {parity['tolerance']:g})")
+    if "quantization" in manifest:
+        quantization = manifest["quantization"]
+        click.echo(f"  quantized {quantization['mode']}{', uint8 input' if quantization['uint8_input'] else ''}"
+                   + (f", calibrated on {quantization['calibration']}" if "calibration" in quantization else ""))
+    tolerance = f"tolerance {parity['tolerance']:g}" if parity["tolerance"] is not None else "no tolerance: quantized"
+    click.echo(f"  parity    max abs diff {parity['max_abs_diff']:.2e} on {parity['sample_images']} sample images "
+               f"({tolerance})")
+    click.echo(f"  accuracy  {measured['accuracy']:.4f} (model {measured['model_accuracy']:.4f}) on "
+               f"{measured['test_images']} images, {measured['data']}")
+    click.echo(f"  size      {measured['size_bytes'] / 1e6:.2f} MB "
+               f"(model.keras {measured['model_size_bytes'] / 1e6:.2f} MB)")
+    click.echo(f"  latency   {measured['latency_ms']:.2f} ms per image in {measured['runtime']} "
+               f"(model {measured['model_latency_ms']:.2f} ms in {measured['model_runtime']})")
 
 
 @main.command("runs")
@@ -206,8 +229,8 @@ def runs_(out, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @_friendly
 def predict_(source, images, top_k, as_json):
-    """Classify IMAGES (files, or folders of them, searched recursively) with SOURCE: a run directory, a Keras
-    export or a SavedModel export."""
+    """Classify IMAGES (files, or folders of them, searched recursively) with SOURCE: a run directory or an
+    export (SavedModel, Keras, TFLite or ONNX: its folder or its model file)."""
     import json
 
     from transferkit.errors import TransferkitError
@@ -238,20 +261,22 @@ def predict_(source, images, top_k, as_json):
 
 
 @main.command("evaluate")
-@click.argument("run_dir")
+@click.argument("source")
 @click.option("--data", "data_path", help="A folder of class subfolders (default: the run's own test split).")
 @click.option("--tta", type=click.IntRange(1, 12), default=1, show_default=True,
               help="Test-time views averaged: original, flip, 5 crops, 5 flipped crops.")
 @click.option("--tta-flips/--no-tta-flips", default=None,
               help="Use the flipped views (default: only if the run's recipe flipped training images).")
-@click.option("--out", help="Where to write confusion_matrix.png and evaluation.json (default RUN_DIR).")
+@click.option("--out", help="Where to write confusion_matrix.png and evaluation.json (default SOURCE's folder).")
 @_friendly
-def evaluate_(run_dir, data_path, tta, tta_flips, out):
-    """Accuracy, per-class precision and recall and a confusion matrix of RUN_DIR's model."""
+def evaluate_(source, data_path, tta, tta_flips, out):
+    """Accuracy, per-class precision and recall and a confusion matrix of SOURCE: a run directory or an export
+    of it (any format, run in its own runtime; the run's test split is found through its export.json)."""
     from transferkit.evaluation import evaluate_run
 
-    report = evaluate_run(run_dir, data=data_path, tta=tta, out=out, flips=tta_flips)
-    click.echo(f"{report['num_examples']} images, {report['data']}, {tta} view{'s' if tta > 1 else ''}")
+    report = evaluate_run(source, data=data_path, tta=tta, out=out, flips=tta_flips)
+    click.echo(f"{report['num_examples']} images, {report['data']}, {tta} view{'s' if tta > 1 else ''}, "
+               f"{report['runtime']}")
     click.echo(f"  accuracy  {report['accuracy']:.4f}   (loss {report['loss']:.4f})")
     width = max(len(name) for name in report["per_class"])
     click.echo(f"  {'class':{width}s}  precision  recall  support")

@@ -1,8 +1,10 @@
 """Export a run's model as a SavedModel, ``.keras``, TFLite or ONNX artifact that checks itself.
 
 Every export is written to a staging folder, reloaded with its own runtime and compared with the
-in-memory model on sample images; only an artifact within tolerance replaces ``out``, with an
-``export.json`` manifest (format, files, class names, image size, the measured difference).
+in-memory model on sample images, then measured on the run's test split (accuracy next to the in-memory
+model's, size, latency per image); only an artifact within tolerance and within ``max_accuracy_drop``
+replaces ``out``, with an ``export.json`` manifest (format, files, class names, image size, the measured
+difference and the measurements).
 
 (Named ``exporters``, not ``export``: a ``transferkit.export`` submodule, once imported, would hide the
 :func:`export` function that ``import transferkit`` offers as ``transferkit.export``.)
@@ -15,8 +17,9 @@ Example:
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +27,17 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from transferkit.console import native_stderr_silenced
 from transferkit.data.pipeline import resize
 from transferkit.errors import TransferkitError
-from transferkit.predict import KerasPredictor, load, load_keras_model
+from transferkit.evaluation import evaluation_data
+from transferkit.measure import check_accuracy_drop, measure_export
+from transferkit.predict import KerasPredictor, ONNXPredictor, TFLitePredictor, load
+from transferkit.quantize import configure, quantization_for
 from transferkit.registry import Registry
 from transferkit.runs import save_model, write_atomic, write_json
+from transferkit.standalone import required_imports, standalone_model
+from transferkit.tflite_file import LABELS_ENTRY, with_labels
 
 FORMATS = Registry("export format")
 TOLERANCE = {"savedmodel": 1e-4, "keras": 1e-4, "tflite": 1e-3, "onnx": 1e-3}
@@ -130,9 +139,9 @@ def _diff(actual, expected):
     return float(np.max(np.abs(np.asarray(actual, np.float64) - expected)))
 
 
-def _write_labels(module, folder):
-    write_json(folder / "labels.json", {"class_names": list(module.names), "image_size": module.size,
-                                        "resize": module.mode, "input": module.input_note})
+def _labels(module, **extra):
+    return {"class_names": list(module.names), "image_size": module.size, "resize": module.mode,
+            "input": module.input_note, **extra}
 
 
 @FORMATS.register("savedmodel")
@@ -159,44 +168,95 @@ def export_savedmodel(module, folder, samples):
     }
 
 
+# Loads a .keras file in a process that imports only Keras (and the modules named in argv[3]), predicts the
+# images of argv[2] and prints the probabilities and the transferkit modules it ended up importing.
+PLAIN_KERAS_CHILD = """
+import json, sys
+import numpy as np, keras
+for name in json.loads(sys.argv[3]):
+    __import__(name)
+model = keras.saving.load_model(sys.argv[1], safe_mode=True)
+print(json.dumps({"probabilities": np.asarray(model.predict_on_batch(np.load(sys.argv[2])), np.float64).tolist(),
+                  "transferkit": sorted(m for m in sys.modules if m.split(".")[0] == "transferkit")}))
+"""
+
+
+def plain_keras_answers(path, images, imports=()):
+    """The probabilities a fresh Python process gives for ``images`` with ``keras.saving.load_model(path,
+    safe_mode=True)``, having imported nothing but Keras and ``imports``; and the transferkit modules that
+    process imported (none unless ``imports`` named one).
+
+    Example:
+        >>> probabilities, imported = plain_keras_answers("export/keras/model.keras", batch)
+        >>> imported
+        []
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        np.save(Path(scratch) / "images.npy", np.asarray(images, np.float32))
+        done = subprocess.run([sys.executable, "-c", PLAIN_KERAS_CHILD, str(path), str(Path(scratch) / "images.npy"),
+                               json.dumps(list(imports))], capture_output=True, text=True, cwd=scratch,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=600)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise TransferkitError(f"the .keras export does not load in plain Keras: {last[:300]}")
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    return np.asarray(answer["probabilities"]), answer["transferkit"]
+
+
 @FORMATS.register("keras")
 def export_keras(module, folder, samples):
-    """``model.keras`` (float32 RGB 0-255 at image_size) and ``labels.json``; reloaded with safe_mode on."""
-    save_model(module.model, folder / "model.keras")
-    _write_labels(module, folder)
-    reloaded = load_keras_model(folder / "model.keras")
-    return _diff(reloaded.predict_on_batch(samples.resized), samples.expected), {"model.keras": module.input_note}
+    """``model.keras`` of built-in Keras layers (float32 RGB 0-255 at image_size, uncompiled) and
+    ``labels.json``; reloaded with ``safe_mode`` in a fresh process that imports only Keras (and, for a model
+    with a layer only transferkit has, the module that ``requires`` names)."""
+    model = standalone_model(module.model)
+    imports = required_imports(model)
+    save_model(model, folder / "model.keras")
+    write_json(folder / "labels.json", _labels(module, requires=imports))
+    answered, imported = plain_keras_answers(folder / "model.keras", samples.resized, imports)
+    if imported and not imports:
+        raise TransferkitError(f"the .keras export imported {', '.join(imported)} when loaded in plain Keras")
+    return _diff(answered, samples.expected), {
+        "model.keras": module.input_note,
+        "load": "; ".join([f"import {name}" for name in imports] + ["keras.saving.load_model(path, safe_mode=True)"]),
+        "requires": imports,
+    }
 
 
 @FORMATS.register("tflite")
-def export_tflite(module, folder, samples):
-    """``model.tflite`` from ``serve_resized`` (float32 RGB 0-255 at image_size) and ``labels.json``."""
+def export_tflite(module, folder, samples, quantization=None):
+    """``model.tflite`` from ``serve_resized``: signature ``serving_default``, ``image`` (float32 RGB 0-255
+    [N, S, S, 3], N resizable; uint8 with a uint8 input) -> ``probabilities``, the labels in its metadata (and
+    ``labels.json``); quantized as ``quantization`` (a :class:`~transferkit.quantize.Quantization`) says."""
     # The converter finds the weights only as plain tf.Variables, not behind Keras 3's variable wrappers (it
     # writes a model without weights); tracking both in the SavedModel would store every weight twice.
     weights = tf.Module()
     weights.variables_ = [variable.value for variable in module.model.variables]
     converter = tf.lite.TFLiteConverter.from_concrete_functions([module.serve_resized.get_concrete_function()],
                                                                 weights)
-    write_atomic(folder / "model.tflite", converter.convert())
-    _write_labels(module, folder)
-    with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
-        warnings.simplefilter("ignore", UserWarning)
-        interpreter = tf.lite.Interpreter(model_path=str(folder / "model.tflite"))
-    (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
-    interpreter.resize_tensor_input(source["index"], samples.resized.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(source["index"], samples.resized.astype(np.float32))
-    interpreter.invoke()
-    return _diff(interpreter.get_tensor(target["index"]), samples.expected), {"model.tflite": module.input_note}
+    note = module.input_note
+    if quantization:
+        configure(converter, quantization)
+        note = note.replace("float32", "uint8", 1) if quantization.uint8_input else note
+    labels = _labels(module, input=note)
+    with native_stderr_silenced():  # the quantizer says "fully_quantize: 0, inference_type: 6, ..."
+        data = converter.convert()
+    write_atomic(folder / "model.tflite", with_labels(data, labels))
+    write_json(folder / "labels.json", labels)
+    reloaded = TFLitePredictor(folder / "model.tflite")
+    names = (reloaded.input_name, reloaded.output_name)
+    if reloaded.class_names != module.names or names != ("image", "probabilities"):
+        raise TransferkitError("the TFLite file lost its labels or its signature's names")
+    return _diff(reloaded.run_resized(samples.resized), samples.expected), {
+        "model.tflite": f"signature serving_default: image {note} -> probabilities [N, C]; "
+                        f"labels in the metadata entry '{LABELS_ENTRY}'"}
 
 
 @FORMATS.register("onnx")
 def export_onnx(module, folder, samples):
     """``model.onnx`` (tf2onnx, opset 17) from ``serve_resized``, class names in its metadata and
     ``labels.json``; reloaded with onnxruntime."""
-    try:
+    try:  # onnxruntime's absence is ONNXPredictor's to say
         import onnx
-        import onnxruntime
         import tf2onnx
     except ImportError as err:
         raise TransferkitError(f"--format onnx needs tf2onnx and onnxruntime (pip install "
@@ -214,11 +274,28 @@ def export_onnx(module, folder, samples):
         raise TransferkitError(f"tf2onnx could not convert the model: {str(err).splitlines()[0][:300]}") from err
     onnx.helper.set_model_props(proto, {"class_names": json.dumps(list(module.names)),
                                         "image_size": str(module.size), "resize": module.mode})
+    _name_io(proto.graph)
+    onnx.checker.check_model(proto)
     write_atomic(folder / "model.onnx", proto.SerializeToString())
-    _write_labels(module, folder)
-    session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    (output,) = session.run(None, {session.get_inputs()[0].name: samples.resized.astype(np.float32)})
-    return _diff(output, samples.expected), {"model.onnx": module.input_note}
+    write_json(folder / "labels.json", _labels(module))
+    reloaded = ONNXPredictor(folder / "model.onnx")
+    if reloaded.class_names != module.names:
+        raise TransferkitError("the ONNX model lost its class names")
+    return _diff(reloaded.run_resized(samples.resized), samples.expected), {
+        "model.onnx": f"image: {module.input_note}, batch dimension 'batch' -> probabilities [batch, C]; "
+                      f"class_names (JSON), image_size and resize in the metadata"}
+
+
+def _name_io(graph):
+    """Rename the graph's one input ``image`` and one output ``probabilities`` (tf2onnx keeps TensorFlow's
+    ``image:0`` and ``Identity:0``) and call their first dimension ``batch``."""
+    names = {graph.input[0].name: "image", graph.output[0].name: "probabilities"}
+    for node in graph.node:
+        node.input[:] = [names.get(name, name) for name in node.input]
+        node.output[:] = [names.get(name, name) for name in node.output]
+    for value in list(graph.input) + list(graph.output):
+        value.name = names[value.name]
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
 
 
 def _staging(out):
@@ -238,34 +315,52 @@ def _publish(staging, out):
         os.replace(staging, out)
 
 
-def export(run_dir, format="savedmodel", out=None):
-    """Export the model of ``run_dir`` to ``out`` (default ``run_dir/export/<format>``) and check it.
+def export(run_dir, format="savedmodel", out=None, *, data=None, max_accuracy_drop=1.0, quantize=None,
+           uint8_input=False, calibration=None):
+    """Export the model of ``run_dir`` to ``out`` (default ``run_dir/export/<format>``, or
+    ``tflite-<quantize>``), check and measure it.
 
-    Formats: ``savedmodel`` (raw images of any size, or encoded bytes, in; labels inside), ``keras``,
-    ``tflite`` and ``onnx`` (float32 RGB 0-255 at image size in, labels in ``labels.json``). The artifact
-    is reloaded and its predictions compared with the in-memory model's (max abs diff 1e-4; TFLite and
-    ONNX 1e-3): a larger difference raises :class:`TransferkitError` and leaves ``out`` untouched.
+    Formats: ``savedmodel`` (raw images of any size, or encoded bytes, in; labels inside), ``keras`` (built-in
+    layers only), ``tflite`` and ``onnx`` (float32 RGB 0-255 at image size in, labels inside). The artifact
+    is reloaded in its own runtime and its predictions compared with the in-memory model's on sample images
+    (max abs diff 1e-4; TFLite and ONNX 1e-3; not for a quantized model); then its accuracy on the run's test
+    split (or ``data``: a folder of class subfolders, or ``(images, labels)`` arrays), size and latency are
+    measured next to the in-memory model's. A larger difference, or more than ``max_accuracy_drop`` accuracy
+    points lost, raises :class:`TransferkitError` and leaves ``out`` untouched.
+
+    ``quantize`` (tflite only): ``float16``, ``dynamic`` or ``int8``; int8 is calibrated on the run's training
+    images (or ``calibration``: a folder or an array of images) and takes uint8 input with ``uint8_input``.
 
     Returns the manifest written to ``out/export.json``.
 
     Example:
-        >>> export("runs/demo-finetune-20261123-171500", "tflite")["files"]
-        ['labels.json', 'model.tflite']
+        >>> manifest = export("runs/demo-finetune-20261123-171500", "tflite")
+        >>> manifest["files"], manifest["measured"]["accuracy_drop_points"]
+        (['labels.json', 'model.tflite'], 0.0)
+        >>> export("runs/demo-finetune-20261123-171500", "tflite", quantize="int8")["out"]
+        'runs/demo-finetune-20261123-171500/export/tflite-int8'
     """
     exporter = FORMATS.get_or_raise(format)
     run_dir = Path(run_dir)
     predictor = load(run_dir)
-    if not isinstance(predictor, KerasPredictor):
-        raise TransferkitError(f"{run_dir} is a SavedModel export; export from its run directory")
-    out = Path(out) if out else run_dir / "export" / format
+    if not isinstance(predictor, KerasPredictor) or not (run_dir / "recipe.yaml").is_file():
+        raise TransferkitError(f"{run_dir} is not a run directory; export from the run directory")
+    if quantize and format != "tflite":
+        raise TransferkitError(f"--quantize is for --format tflite, not {format}")
+    quantization = quantization_for(quantize, uint8_input, calibration, run_dir, predictor)
+    dataset, described = evaluation_data(run_dir, data, predictor.class_names)
+    out = Path(out) if out else run_dir / "export" / (f"{format}-{quantize}" if quantize else format)
+    tolerance = None if quantization else TOLERANCE[format]
     staging = _staging(out)
     try:
         module = ServingModule(predictor.model, predictor.class_names, predictor.image_size, predictor.resize)
         samples = make_samples(predictor)
-        diff, interface = exporter(module, staging, samples)
-        if not diff <= TOLERANCE[format]:
+        diff, interface = exporter(module, staging, samples, **({"quantization": quantization} if quantize else {}))
+        if tolerance is not None and not diff <= tolerance:
             raise TransferkitError(f"the {format} export disagrees with the in-memory model: max abs difference "
-                                   f"{diff:.3g} > {TOLERANCE[format]:g} on {len(samples.raw)} sample images")
+                                   f"{diff:.3g} > {tolerance:g} on {len(samples.raw)} sample images")
+        measured = measure_export(predictor, load(staging), dataset, described, staging)
+        check_accuracy_drop(measured, max_accuracy_drop, format + (f" {quantize}" if quantize else ""))
         manifest = {
             "format": format,
             "files": sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file()),
@@ -273,7 +368,9 @@ def export(run_dir, format="savedmodel", out=None):
             "image_size": predictor.image_size,
             "resize": predictor.resize,
             "interface": interface,
-            "parity": {"max_abs_diff": diff, "tolerance": TOLERANCE[format], "sample_images": len(samples.raw)},
+            **({"quantization": quantization.manifest()} if quantization else {}),
+            "parity": {"max_abs_diff": diff, "tolerance": tolerance, "sample_images": len(samples.raw)},
+            "measured": {**measured, "max_accuracy_drop": max_accuracy_drop},
             "run_dir": str(run_dir.resolve()),
         }
         write_json(staging / "export.json", manifest)

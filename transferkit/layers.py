@@ -12,9 +12,9 @@ import tensorflow as tf
 from keras import ops
 
 # Per-channel ImageNet statistics in RGB order on the 0-255 scale: caffe's mean, and torch's mean and std.
-_CAFFE_MEAN = (123.68, 116.779, 103.939)
-_TORCH_MEAN = (123.675, 116.28, 103.53)
-_TORCH_STD = (58.395, 57.12, 57.375)
+CAFFE_MEAN = (123.68, 116.779, 103.939)
+TORCH_MEAN = (123.675, 116.28, 103.53)
+TORCH_STD = (58.395, 57.12, 57.375)
 PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
 
 
@@ -39,12 +39,12 @@ class Preprocess(keras.layers.Layer):
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)
         if self.mode == "caffe":
-            x = ops.flip(x, axis=-1) - ops.convert_to_tensor(_CAFFE_MEAN[::-1], dtype=x.dtype)
+            x = ops.flip(x, axis=-1) - ops.convert_to_tensor(CAFFE_MEAN[::-1], dtype=x.dtype)
         elif self.mode == "tf":
             x = x / 127.5 - 1.0
         elif self.mode == "torch":
-            mean = ops.convert_to_tensor(_TORCH_MEAN, dtype=x.dtype)
-            std = ops.convert_to_tensor(_TORCH_STD, dtype=x.dtype)
+            mean = ops.convert_to_tensor(TORCH_MEAN, dtype=x.dtype)
+            std = ops.convert_to_tensor(TORCH_STD, dtype=x.dtype)
             x = (x - mean) / std
         return x
 

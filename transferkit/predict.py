@@ -1,4 +1,4 @@
-"""Predict with a trained model: ``load`` a run directory or an export, give it images of any size.
+"""Predict with a trained model: ``load`` a run directory or an export of any format, give it images of any size.
 
 Images are read as RGB ``uint8`` (files decoded like the training pipeline does, with
 ``tf.io.decode_image``), resized with the recipe's ``data.resize`` mode, and classified. Test-time
@@ -10,6 +10,7 @@ Example:
     >>> predictor.top_k(probabilities, k=2)[0]
     [('sneaker', 0.91), ('sandal', 0.07)]
 """
+import contextlib
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import tensorflow as tf
 from PIL import Image
 
 import transferkit.layers  # noqa: F401  (registers the layers saved models hold, for loading)
+from transferkit.console import native_stderr_silenced
 from transferkit.data.images import IMAGE_SUFFIXES, check_bytes, pil_rgb
 from transferkit.data.pipeline import resize
 from transferkit.data.sources import rgb_uint8
@@ -144,7 +146,8 @@ class Predictor:
     """A classifier that takes images of any size: ``predict`` gives probabilities, ``class_names`` the labels.
 
     Made by :func:`load`; :class:`KerasPredictor` runs a ``model.keras``, :class:`SavedModelPredictor`
-    a SavedModel export.
+    a SavedModel export, :class:`TFLitePredictor` and :class:`ONNXPredictor` those exports, each in its own
+    runtime (named by ``runtime``).
 
     Example:
         >>> predictor = transferkit.load("runs/demo-finetune-20261123-171500/export/savedmodel")
@@ -190,41 +193,60 @@ class Predictor:
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
         return [[(self.class_names[i], float(row[i])) for i in top] for row, top in zip(probabilities, order)]
 
-    def _predict(self, arrays, batch_size):
-        raise NotImplementedError
-
-
-class KerasPredictor(Predictor):
-    """A ``model.keras`` (a run directory or a Keras export), resized here like the training pipeline does."""
-
-    def __init__(self, path, model, class_names, image_size, resize_mode):
-        super().__init__(path, class_names, image_size, resize_mode)
-        self.model = model
-
-    def _predict(self, arrays, batch_size):
-        resized = np.stack([resize(array, self.image_size, self.resize).numpy() for array in arrays])
-        return np.concatenate([self.predict_resized(resized[i:i + batch_size])
-                               for i in range(0, len(resized), batch_size)])
-
     def predict_resized(self, images, tta=1, flips=True):
-        """Probabilities for one batch of images already resized to ``image_size``, averaged over ``tta`` views.
+        """Probabilities for one batch of images already resized to ``image_size`` (float, RGB 0-255),
+        averaged over ``tta`` views.
 
         Example:
             >>> predictor.predict_resized(batch, tta=6).shape
             (32, 10)
         """
         views = tta_views(images, tta, flips)
-        return np.mean([np.asarray(self.model.predict_on_batch(view)) for view in views], axis=0)
+        return np.mean([self.run_resized(np.asarray(view, np.float32)) for view in views], axis=0)
+
+    def _predict(self, arrays, batch_size):
+        resized = np.stack([resize(array, self.image_size, self.resize).numpy() for array in arrays])
+        return np.concatenate([self.predict_resized(resized[i:i + batch_size])
+                               for i in range(0, len(resized), batch_size)])
+
+    def run_resized(self, batch):
+        """Probabilities (N, classes) from the format's own runtime, once, for a float32 numpy batch
+        (N, image_size, image_size, 3) on the 0-255 scale: no views, no conversions.
+
+        Example:
+            >>> predictor.run_resized(np.zeros((1, 32, 32, 3), np.float32)).shape
+            (1, 2)
+        """
+        raise NotImplementedError
+
+
+class KerasPredictor(Predictor):
+    """A ``model.keras`` (a run directory or a Keras export), resized here like the training pipeline does."""
+
+    runtime = f"keras {keras.__version__}"
+
+    def __init__(self, path, model, class_names, image_size, resize_mode):
+        super().__init__(path, class_names, image_size, resize_mode)
+        self.model = model
+
+    def run_resized(self, batch):
+        return np.asarray(self.model.predict_on_batch(batch))
 
 
 class SavedModelPredictor(Predictor):
-    """A SavedModel export: raw ``uint8`` images go to its ``serving_default`` signature, which resizes."""
+    """A SavedModel export: raw ``uint8`` images go to its ``serving_default`` signature, which resizes;
+    resized ones to ``serve_resized``."""
+
+    runtime = f"tensorflow {tf.__version__} (tf.saved_model.load)"
 
     def __init__(self, path):
         self.saved = tf.saved_model.load(str(path))
         meta = {key: value.numpy() for key, value in self.saved.signatures["metadata"]().items()}
         super().__init__(path, [name.decode() for name in meta["class_names"]], meta["image_size"],
                          meta["resize"].decode())
+
+    def run_resized(self, batch):
+        return self.saved.signatures["serve_resized"](image=tf.constant(batch))["probabilities"].numpy()
 
     def _predict(self, arrays, batch_size):
         serve = self.saved.signatures["serving_default"]
@@ -240,31 +262,122 @@ class SavedModelPredictor(Predictor):
         return probabilities
 
 
+def _quantized(batch, details):
+    """``batch`` in the dtype of a tensor's ``details``: quantized with its scale and zero point if integer."""
+    if np.issubdtype(details["dtype"], np.floating):
+        return batch.astype(details["dtype"])
+    scale, zero = details["quantization"]
+    limits = np.iinfo(details["dtype"])
+    return np.clip(np.round(batch / scale + zero), limits.min, limits.max).astype(details["dtype"])
+
+
+def _dequantized(values, details):
+    """A tensor's ``values`` as float32: dequantized with the scale and zero point of its ``details`` if integer."""
+    if np.issubdtype(details["dtype"], np.floating):
+        return values.astype(np.float32)
+    scale, zero = details["quantization"]
+    return ((values.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+@contextlib.contextmanager
+def _loading(file):
+    """Any failure inside as one line: ``cannot load FILE: the runtime's first line``."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001  (runtimes fail on a bad file with anything; say it in one line)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise TransferkitError(f"cannot load {file}: {first[:300]}") from err
+
+
+def _sidecar_labels(file):
+    labels = file.with_name("labels.json")
+    if not labels.is_file():
+        raise TransferkitError(f"{file} holds no class names and there is no labels.json beside it")
+    return json.loads(labels.read_text())
+
+
+class TFLitePredictor(Predictor):
+    """A TFLite export, run by its ``serving_default`` signature (``image`` -> ``probabilities``) in LiteRT's
+    interpreter; integer inputs and outputs (a quantized model's) are converted here with the file's scale and
+    zero point. The class names come from the file's ``labels.json`` metadata entry (or a ``labels.json``
+    beside it)."""
+
+    def __init__(self, file):
+        from transferkit.tflite_file import interpreter, read_labels
+
+        file = Path(file)
+        with _loading(file):
+            info = read_labels(file) or _sidecar_labels(file)
+            self.interpreter, self.runtime = interpreter(file)
+            self.runner = self.interpreter.get_signature_runner()
+        (self.input_name, self.input), = self.runner.get_input_details().items()
+        (self.output_name, self.output), = self.runner.get_output_details().items()
+        super().__init__(file.parent, info["class_names"], info["image_size"], info["resize"])
+        with native_stderr_silenced():  # the first call creates the XNNPACK delegate, which says so on stderr
+            self.run_resized(np.zeros((1, self.image_size, self.image_size, 3), np.float32))
+
+    def run_resized(self, batch):
+        answer = self.runner(**{self.input_name: _quantized(batch, self.input)})[self.output_name]
+        return _dequantized(answer, self.output)
+
+
+class ONNXPredictor(Predictor):
+    """An ONNX export in onnxruntime (CPU); the class names, image size and resize mode come from the
+    model's metadata."""
+
+    def __init__(self, file):
+        try:
+            import onnxruntime
+        except ImportError as err:
+            raise TransferkitError(f"ONNX models need onnxruntime (pip install 'transferkit[onnx]'): {err}") from err
+        file = Path(file)
+        with _loading(file):
+            self.session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+        self.runtime = f"onnxruntime {onnxruntime.__version__}"
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.input_name = self.session.get_inputs()[0].name
+        super().__init__(file.parent, json.loads(meta["class_names"]), meta["image_size"], meta["resize"])
+
+    def run_resized(self, batch):
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
 def load_keras_model(path):
     """Load a ``.keras`` model with ``safe_mode=True`` (transferkit's layers are registered classes)."""
     return keras.saving.load_model(path, safe_mode=True)
 
 
+FILE_FORMATS = {".tflite": TFLitePredictor, ".onnx": ONNXPredictor}
+
+
 def load(path):
-    """A :class:`Predictor` for a run directory, a Keras export or a SavedModel export.
+    """A :class:`Predictor` for a run directory or an export: SavedModel, Keras, TFLite or ONNX (its folder,
+    or its ``.keras``, ``.tflite`` or ``.onnx`` file).
 
     Example:
         >>> predictor = transferkit.load("runs/demo-finetune-20261123-171500")
         >>> predictor.predict(np.zeros((50, 40, 3), np.uint8)).shape, predictor.labels[:2]
         ((1, 10), ('t-shirt_top', 'trouser'))
+        >>> transferkit.load("runs/demo-finetune-20261123-171500/export/tflite").runtime
+        'tf.lite.Interpreter (tensorflow 2.21.0)'
     """
     path = Path(path)
+    if path.is_file() and path.suffix in FILE_FORMATS:
+        return FILE_FORMATS[path.suffix](path)
     if path.is_file() and path.suffix == ".keras":
         path = path.parent
     if (path / "saved_model.pb").is_file():
         return SavedModelPredictor(path)
+    for suffix, predictor in FILE_FORMATS.items():
+        if (path / f"model{suffix}").is_file():
+            return predictor(path / f"model{suffix}")
     state = json.loads((path / "run.json").read_text()) if (path / "run.json").is_file() else {}
     if state.get("status") not in (None, "completed"):
         raise TransferkitError(f"the run in {path} has not completed (status: {state['status']}); finish it with: "
                                f"transferkit run --resume {path}")
     if not (path / "model.keras").is_file():
-        raise TransferkitError(f"{path} is neither a run directory, a Keras export nor a SavedModel export "
-                               f"(no model.keras or saved_model.pb)")
+        raise TransferkitError(f"{path} is neither a run directory nor an export (no model.keras, saved_model.pb, "
+                               f"model.tflite or model.onnx)")
     if (path / "labels.json").is_file():  # a Keras export
         info = json.loads((path / "labels.json").read_text())
         resize_mode = info["resize"]

@@ -1,5 +1,6 @@
 """transferkit export, predict and evaluate as a user runs them: separate processes, on a run trained on a folder."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -96,3 +97,83 @@ def test_evaluate_its_own_test_split_then_a_folder_with_tta(trained, stripes, tm
     assert sum(map(sum, report["confusion_matrix"])) == len(y)
     assert (tmp_path / "report" / "confusion_matrix.png").is_file()
 
+
+
+def test_export_tflite_and_onnx_measured_on_the_runs_test_split_then_predict_and_evaluate_them(trained, stripes,
+                                                                                               tmp_path):
+    test_accuracy = trained.metrics["test_accuracy"]
+    refused = transferkit_cli("export", trained.run_dir, "--format", "tflite", "--max-accuracy-drop", "-1",
+                              cwd=tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"error: the tflite export loses 0.00 accuracy points on test split of recipe 'photos' (folder) "
+        f"({test_accuracy:.4f} -> {test_accuracy:.4f} on {trained.metrics['num_examples']['test']} images), "
+        f"more than the -1 allowed (--max-accuracy-drop); nothing was written"]
+    assert [p.name for p in (trained.run_dir / "export").glob("*") if p.name == "tflite" or p.name[0] == "."] == []
+
+    out = transferkit_cli("export", trained.run_dir, "--format", "tflite", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    tflite = trained.run_dir / "export" / "tflite"
+    measured = json.loads((tflite / "export.json").read_text())["measured"]
+    assert measured["accuracy"] == measured["model_accuracy"] == pytest.approx(test_accuracy, abs=1e-9)
+    assert measured["data"].startswith("test split of recipe")
+    assert f"accuracy  {measured['accuracy']:.4f} (model {measured['model_accuracy']:.4f})" in out.stdout
+    assert f"latency   {measured['latency_ms']:.2f} ms per image in {measured['runtime']}" in out.stdout
+    assert f"size      {measured['size_bytes'] / 1e6:.2f} MB" in out.stdout
+    out = transferkit_cli("export", trained.run_dir, "--format", "onnx", "--out", "onnx", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+
+    x, y = stripes["val"]
+    images = _write_folder(tmp_path / "images", x[:3], y[:3])
+    expected = trained.model.predict(x[:3].astype("float32"), verbose=0)
+    for source in (tflite, tmp_path / "onnx" / "model.onnx"):
+        out = transferkit_cli("predict", source, *images, "--json", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        for answer, row in zip(json.loads(out.stdout), expected):
+            assert answer["predictions"][0]["label"] == NAMES[row.argmax()]
+            assert answer["predictions"][0]["probability"] == pytest.approx(row.max(), abs=1e-3)
+
+    out = transferkit_cli("evaluate", tflite, cwd=tmp_path)  # the run's own test split, found via export.json
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tflite / "evaluation.json").read_text())
+    assert report["accuracy"] == pytest.approx(test_accuracy, abs=1e-9) and report["runtime"] == measured["runtime"]
+    assert f"{measured['runtime']}" in out.stdout.splitlines()[0]
+
+    moved = shutil.copytree(tmp_path / "onnx", tmp_path / "elsewhere")
+    manifest = json.loads((moved / "export.json").read_text())
+    (moved / "export.json").write_text(json.dumps({**manifest, "run_dir": str(tmp_path / "deleted-run")}))
+    out = transferkit_cli("evaluate", moved, cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == ("error: there is no run directory to re-load a test split from: pass a folder of "
+                                  "class subfolders: data=FOLDER in Python, --data FOLDER on the command line")
+
+
+def test_int8_export_calibrated_on_the_runs_training_images_with_a_uint8_input(trained, stripes, tmp_path):
+    out = transferkit_cli("export", trained.run_dir, "--format", "tflite", "--quantize", "int8", "--uint8-input",
+                          "--max-accuracy-drop", "100", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    train = trained.metrics["num_examples"]["train"]
+    assert (f"quantized int8, uint8 input, calibrated on {train} images of the train split of recipe 'photos' "
+            f"(folder)") in out.stdout
+    assert "fully_quantize" not in out.stdout + out.stderr  # the quantizer's own summary line stays quiet
+    folder = trained.run_dir / "export" / "tflite-int8"
+    manifest = json.loads((folder / "export.json").read_text())
+    assert manifest["quantization"]["calibration_images"] == train
+    assert manifest["measured"]["size_bytes"] < 0.35 * (trained.run_dir / "model.keras").stat().st_size
+    x, y = stripes["val"]
+    images = _write_folder(tmp_path / "images", x[:4], y[:4])
+    out = transferkit_cli("predict", folder, *images, "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    labels = [answer["predictions"][0]["label"] for answer in json.loads(out.stdout)]
+    expected = trained.model.predict(x[:4].astype("float32"), verbose=0).argmax(axis=1)
+    assert sum(label == NAMES[i] for label, i in zip(labels, expected)) >= 3
+
+
+def test_export_predict_and_evaluate_bad_input_get_one_line(trained, tmp_path):
+    out = transferkit_cli("export", trained.run_dir, "--max-accuracy-drop", "lots", cwd=tmp_path)
+    assert out.returncode == 2 and "'lots' is not a valid float" in out.stderr and "Traceback" not in out.stderr
+    for name in ("bad.onnx", "bad.tflite"):
+        (tmp_path / name).write_bytes(b"not a model at all")
+        out = transferkit_cli("predict", name, "x.png", cwd=tmp_path)
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith(f"error: cannot load {name}: ")

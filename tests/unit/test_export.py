@@ -1,6 +1,7 @@
 """Export, load/predict, test-time views and evaluation on one tiny trained run.
 
-Each export format is reloaded in a fresh process with its own runtime and compared with the in-memory model.
+Each export format is reloaded in a fresh process with its own runtime and compared with the in-memory model;
+``load`` and ``evaluate_run`` run every format in its own runtime.
 """
 import json
 import re
@@ -8,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,11 +19,15 @@ import transferkit
 from transferkit.data.pipeline import resize
 from transferkit.errors import TransferkitError
 from transferkit.evaluation import classification_report, evaluate_run
-from transferkit.exporters import export
+from transferkit.exporters import TOLERANCE, export, plain_keras_answers
+from transferkit.layers import LocalResponseNormalization, Preprocess
+from transferkit.measure import check_accuracy_drop
 from transferkit.predict import TTA_VIEWS, load, read_image, tta_views
+from transferkit.standalone import builtin_preprocess, required_imports, standalone_model
 
 NAMES = ["horizontal", "vertical"]
 SIZE = 32
+FORMATS = ("savedmodel", "keras", "tflite", "onnx")
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +43,12 @@ def trained(tmp_path_factory, stripes):
 
 
 @pytest.fixture(scope="module")
-def savedmodel(trained):
-    return export(trained.run_dir, "savedmodel")
+def exported(trained, stripes):
+    """Every format exported once, measured on the test stripes (the run was trained on arrays, which its
+    recipe cannot re-load)."""
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
+    return {fmt: export(trained.run_dir, fmt, data=stripes["test"]) for fmt in FORMATS}
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +73,27 @@ def fresh_process(code, *args):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def check_manifest(manifest, fmt, tolerance):
-    folder = manifest["out"]
-    written = json.loads(open(f"{folder}/export.json").read())
-    assert written["format"] == fmt and written["class_names"] == NAMES and written["image_size"] == SIZE
-    assert 0 <= written["parity"]["max_abs_diff"] <= tolerance and written["parity"]["sample_images"] == 8
-    for name in written["files"]:
-        assert open(f"{folder}/{name}", "rb").read(1)
+def test_every_export_records_its_parity_accuracy_size_and_latency(trained, exported, stripes):
+    x, y = stripes["test"]
+    accuracy = np.mean(trained.model(x.astype(np.float32), training=False).numpy().argmax(axis=1) == y)
+    for fmt, manifest in exported.items():
+        folder = Path(manifest["out"])
+        written = json.loads((folder / "export.json").read_text())
+        assert written["format"] == fmt and written["class_names"] == NAMES and written["image_size"] == SIZE
+        assert 0 <= written["parity"]["max_abs_diff"] <= TOLERANCE[fmt] and written["parity"]["sample_images"] == 8
+        for name in written["files"]:
+            assert (folder / name).read_bytes()[:1]
+        measured = written["measured"]
+        assert measured["test_images"] == len(y) and measured["data"] == f"{len(y)} images given as arrays"
+        assert measured["model_accuracy"] == pytest.approx(accuracy) and measured["accuracy"] == pytest.approx(accuracy)
+        assert measured["accuracy_drop_points"] == 0 and measured["top1_agreement"] == 1.0
+        assert measured["max_accuracy_drop"] == 1.0
+        assert measured["size_bytes"] == sum((folder / name).stat().st_size for name in written["files"])
+        assert measured["model_size_bytes"] == (trained.run_dir / "model.keras").stat().st_size
+        assert 0 < measured["latency_ms"] < 5000 and 0 < measured["model_latency_ms"] < 5000
+        assert measured["runtime"] == load(folder).runtime and measured["model_runtime"].startswith("keras ")
+    assert exported["tflite"]["measured"]["runtime"].startswith(("tf.lite.Interpreter", "ai_edge_litert"))
+    assert exported["onnx"]["measured"]["runtime"].startswith("onnxruntime ")
 
 
 SAVEDMODEL_CHILD = """
@@ -88,8 +112,8 @@ print(json.dumps({"raw": raw["probabilities"].numpy().tolist(),
 """
 
 
-def test_savedmodel_answers_raw_images_of_another_size_and_jpeg_bytes(trained, savedmodel, images, tmp_path):
-    check_manifest(savedmodel, "savedmodel", 1e-4)
+def test_savedmodel_answers_raw_images_of_another_size_and_jpeg_bytes(trained, exported, images, tmp_path):
+    savedmodel = exported["savedmodel"]
     weights = sum(p.stat().st_size for p in (Path(savedmodel["out"]) / "variables").iterdir())
     assert weights < 1.5 * (trained.run_dir / "model.keras").stat().st_size  # every weight stored once
     _, labels, other = images
@@ -109,107 +133,238 @@ def test_savedmodel_answers_raw_images_of_another_size_and_jpeg_bytes(trained, s
     np.testing.assert_allclose(answer["jpeg"], in_memory(trained, decoded), atol=1e-4)
 
 
+# Each child predicts a batch of 1 and a batch of 3 (a dynamic batch) and reads the labels from where a user
+# without transferkit finds them.
 KERAS_CHILD = """
 import json, sys
 import numpy as np, keras
-import transferkit.layers  # registers Preprocess
 model = keras.saving.load_model(sys.argv[1] + "/model.keras", safe_mode=True)
-labels = json.load(open(sys.argv[1] + "/labels.json"))
-print(json.dumps({"probabilities": model.predict(np.load(sys.argv[2]), verbose=0).tolist(),
-                  "class_names": labels["class_names"]}))
+images = np.load(sys.argv[2])
+print(json.dumps({"probabilities": [model.predict_on_batch(images[:1]).tolist(),
+                                    model.predict_on_batch(images[1:4]).tolist()],
+                  "class_names": json.load(open(sys.argv[1] + "/labels.json"))["class_names"],
+                  "names": [model.inputs[0].name, model.get_layer("preprocess").__class__.__name__],
+                  "transferkit_loaded": "transferkit" in sys.modules}))
 """
 
 TFLITE_CHILD = """
 import json, sys, warnings
 import numpy as np, tensorflow as tf
+from tensorflow.lite.tools import flatbuffer_utils
 warnings.simplefilter("ignore")
 images = np.load(sys.argv[2])
 interpreter = tf.lite.Interpreter(model_path=sys.argv[1] + "/model.tflite")
+runner = interpreter.get_signature_runner("serving_default")
+metadata = {m.name.decode(): m.buffer for m in flatbuffer_utils.read_model(sys.argv[1] + "/model.tflite").metadata}
+model = flatbuffer_utils.read_model(sys.argv[1] + "/model.tflite")
+labels = json.loads(bytes(model.buffers[metadata["labels.json"]].data))
 (source,), (target,) = interpreter.get_input_details(), interpreter.get_output_details()
-interpreter.resize_tensor_input(source["index"], images.shape)
-interpreter.allocate_tensors()
-interpreter.set_tensor(source["index"], images)
-interpreter.invoke()
-labels = json.load(open(sys.argv[1] + "/labels.json"))
-print(json.dumps({"probabilities": interpreter.get_tensor(target["index"]).tolist(),
-                  "class_names": labels["class_names"]}))
+print(json.dumps({"probabilities": [runner(image=images[:1])["probabilities"].tolist(),
+                                    runner(image=images[1:4])["probabilities"].tolist()],
+                  "class_names": labels["class_names"], "batch": int(source["shape_signature"][0]),
+                  "names": [source["name"], target["name"], interpreter.get_signature_list()["serving_default"]],
+                  "transferkit_loaded": "transferkit" in sys.modules}))
 """
 
 ONNX_CHILD = """
 import json, sys
 import numpy as np, onnxruntime
 session = onnxruntime.InferenceSession(sys.argv[1] + "/model.onnx", providers=["CPUExecutionProvider"])
-(probabilities,) = session.run(None, {session.get_inputs()[0].name: np.load(sys.argv[2])})
+images = np.load(sys.argv[2])
 names = json.loads(session.get_modelmeta().custom_metadata_map["class_names"])
-print(json.dumps({"probabilities": probabilities.tolist(), "class_names": names,
+(source,), (target,) = session.get_inputs(), session.get_outputs()
+print(json.dumps({"probabilities": [session.run(["probabilities"], {"image": images[:1]})[0].tolist(),
+                                    session.run(["probabilities"], {"image": images[1:4]})[0].tolist()],
+                  "class_names": names, "batch": source.shape[0],
+                  "names": [source.name, target.name, target.shape[0]],
+                  "transferkit_loaded": "transferkit" in sys.modules,
                   "tensorflow_loaded": "tensorflow" in sys.modules}))
 """
 
-
-CHILDREN = {"keras": (KERAS_CHILD, 1e-4), "tflite": (TFLITE_CHILD, 1e-3), "onnx": (ONNX_CHILD, 1e-3)}
+CHILDREN = {
+    "keras": (KERAS_CHILD, ["image", "Conv2D"], None),
+    "tflite": (TFLITE_CHILD, ["image", "probabilities", {"inputs": ["image"], "outputs": ["probabilities"]}], -1),
+    "onnx": (ONNX_CHILD, ["image", "probabilities", "batch"], "batch"),
+}
 
 
 @pytest.mark.parametrize("fmt", sorted(CHILDREN))
-def test_fixed_size_formats_match_the_in_memory_model_in_a_fresh_process(trained, images, tmp_path, fmt):
-    child, tolerance = CHILDREN[fmt]
-    if fmt == "onnx":
-        pytest.importorskip("tf2onnx")
-        pytest.importorskip("onnxruntime")
-    manifest = export(trained.run_dir, fmt, tmp_path / fmt)
-    check_manifest(manifest, fmt, tolerance)
+def test_fixed_size_formats_stand_alone_with_named_tensors_and_a_dynamic_batch(trained, exported, images,
+                                                                                tmp_path, fmt):
+    child, names, batch = CHILDREN[fmt]
     x, _, _ = images
     np.save(tmp_path / "images.npy", x.astype(np.float32))  # already at the model's size: float 0-255
-    answer = fresh_process(child, manifest["out"], tmp_path / "images.npy")
-    assert answer["class_names"] == NAMES
-    np.testing.assert_allclose(answer["probabilities"], trained.model(x.astype(np.float32), training=False).numpy(), atol=tolerance)
-    assert not answer.get("tensorflow_loaded")
+    answer = fresh_process(child, exported[fmt]["out"], tmp_path / "images.npy")
+    assert not answer["transferkit_loaded"] and not answer.get("tensorflow_loaded")
+    assert answer["class_names"] == NAMES and answer["names"] == names and answer.get("batch") == batch
+    expected = trained.model(x[:4].astype(np.float32), training=False).numpy()
+    one, three = answer["probabilities"]
+    assert np.shape(one) == (1, 2) and np.shape(three) == (3, 2)
+    np.testing.assert_allclose(np.concatenate([one, three]), expected, atol=TOLERANCE[fmt])
 
 
-def test_an_export_that_disagrees_fails_loudly_and_leaves_nothing(trained, tmp_path, monkeypatch):
-    import keras
+def test_builtin_preprocessing_computes_what_the_transferkit_layer_does():
+    x = np.random.default_rng(0).uniform(0, 255, (2, 4, 5, 3)).astype(np.float32)
+    x[0, 0, 0] = [0, 127.5, 255]
+    for mode, kind in (("caffe", "Conv2D"), ("tf", "Rescaling"), ("torch", "Normalization"), ("none", "Identity")):
+        layer = builtin_preprocess(mode)
+        assert type(layer).__name__ == kind
+        np.testing.assert_allclose(np.asarray(layer(x)), Preprocess(mode)(x).numpy(), atol=1e-6, rtol=0)
+    caffe = np.asarray(builtin_preprocess("caffe")(x))
+    np.testing.assert_array_equal(caffe, Preprocess("caffe")(x).numpy())  # exact: a permutation and a bias
+    np.testing.assert_array_equal(caffe[0, 0, 0], np.float32([255, 127.5, 0]) - np.float32([103.939, 116.779, 123.68]))
 
-    def broken_reload(path):  # a save/load round trip that lost the head's last bias
+
+def test_a_model_with_a_layer_only_transferkit_has_names_the_import_it_needs(tmp_path):
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = Preprocess("tf", name="preprocess")(inputs)
+    x = LocalResponseNormalization()(keras.layers.Conv2D(4, 3)(x))
+    body = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(x)))
+    nested = keras.Model(inputs, body(inputs))  # the custom layers one model down, as a baseline's are
+    assert required_imports(nested) == ["transferkit.layers"]
+    portable = standalone_model(nested)
+    assert required_imports(portable) == ["transferkit.layers"]  # LRN stays: no built-in layer computes it
+    portable.save(tmp_path / "lrn.keras")
+    images = np.random.default_rng(1).uniform(0, 255, (3, 8, 8, 3)).astype(np.float32)
+    answer, imported = plain_keras_answers(tmp_path / "lrn.keras", images, ["transferkit.layers"])
+    np.testing.assert_allclose(answer, nested.predict_on_batch(images), atol=1e-5)
+    assert "transferkit.layers" in imported
+    with pytest.raises(TransferkitError, match="does not load in plain Keras: .*LocalResponseNormalization"):
+        plain_keras_answers(tmp_path / "lrn.keras", images)
+
+
+def test_an_export_that_disagrees_fails_loudly_and_leaves_nothing(trained, stripes, tmp_path, monkeypatch):
+    def broken_reload(path, images, imports=()):  # a save/load round trip that lost the head's last bias
         model = keras.saving.load_model(path, safe_mode=True)
         bias = model.get_layer("head").get_layer("predictions").bias
         bias.assign(bias.numpy() + np.array([0.5, -0.5]))
-        return model
+        return model.predict_on_batch(images), []
 
-    monkeypatch.setattr("transferkit.exporters.load_keras_model", broken_reload)
+    monkeypatch.setattr("transferkit.exporters.plain_keras_answers", broken_reload)
     with pytest.raises(TransferkitError, match="keras export disagrees with the in-memory model"):
-        export(trained.run_dir, "keras", tmp_path / "out" / "keras")
+        export(trained.run_dir, "keras", tmp_path / "out" / "keras", data=stripes["test"])
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_export_refuses_to_overwrite_a_folder_it_did_not_write(trained, tmp_path):
+def test_max_accuracy_drop_refuses_an_artifact_that_loses_more_and_leaves_nothing(trained, stripes, tmp_path):
+    x, y = stripes["test"]
+    wrong = 1 - y[:10]  # ten of the test images mislabelled: the same errors for model and export
+    with pytest.raises(TransferkitError, match=r"^the tflite export loses 0\.00 accuracy points on 10 images given "
+                                               r"as arrays \(0\.\d{4} -> 0\.\d{4} on 10 images\), more than the -0\.5 "
+                                               r"allowed \(--max-accuracy-drop\); nothing was written$"):
+        export(trained.run_dir, "tflite", tmp_path / "out" / "tflite", data=(x[:10], wrong), max_accuracy_drop=-0.5)
+    assert list((tmp_path / "out").iterdir()) == []
+    measured = {"accuracy_drop_points": 1.0, "data": "test split", "model_accuracy": 0.8, "accuracy": 0.79,
+                "test_images": 100}
+    check_accuracy_drop(measured, 1.0, "tflite")  # exactly the limit passes
+    with pytest.raises(TransferkitError, match=r"loses 1\.50 accuracy points on test split \(0\.8000 -> 0\.7850"):
+        check_accuracy_drop({**measured, "accuracy_drop_points": 1.5, "accuracy": 0.785}, 1.0, "tflite")
+
+
+def test_quantized_tflite_exports_are_smaller_and_record_what_they_lose(trained, exported, stripes):
+    float_size = exported["tflite"]["measured"]["size_bytes"]
+    manifests = {}
+    for mode in ("float16", "dynamic", "int8"):
+        int8 = mode == "int8"
+        manifests[mode] = manifest = export(trained.run_dir, "tflite", quantize=mode, uint8_input=int8,
+                                            calibration=stripes["train"][0] if int8 else None,
+                                            data=stripes["test"], max_accuracy_drop=100)
+        assert manifest["out"] == str(trained.run_dir / "export" / f"tflite-{mode}")
+        assert manifest["quantization"]["mode"] == mode and manifest["parity"]["tolerance"] is None
+        measured = manifest["measured"]
+        hits = round(measured["accuracy"] * measured["test_images"])
+        model_hits = round(measured["model_accuracy"] * measured["test_images"])
+        assert measured["accuracy_drop_points"] == pytest.approx(100 * (model_hits - hits) / measured["test_images"])
+        assert measured["top1_agreement"] >= 0.75
+        assert measured["size_bytes"] < (0.6 if mode == "float16" else 0.35) * float_size
+        predictor = load(manifest["out"])
+        assert predictor.class_names == tuple(NAMES) and predictor.input["shape_signature"][0] == -1
+    assert manifests["int8"]["quantization"] == {"mode": "int8", "uint8_input": True, "calibration_images": 96,
+                                                 "calibration": "96 images of the array given"}
+    assert predictor.input["dtype"] == np.uint8 and predictor.input["quantization"] == (1.0, 0)  # raw pixels
+    assert "image uint8 [N, 32, 32, 3]" in manifests["int8"]["interface"]["model.tflite"]
+    lost = manifests["int8"]["measured"]["accuracy_drop_points"]  # the same calibration gives the same model
+    with pytest.raises(TransferkitError, match=rf"^the tflite int8 export loses {lost:.2f} accuracy points "):
+        export(trained.run_dir, "tflite", quantize="int8", uint8_input=True, calibration=stripes["train"][0],
+               data=stripes["test"], max_accuracy_drop=lost - 0.5)
+    assert json.loads((Path(manifests["int8"]["out"]) / "export.json").read_text()) == {
+        key: value for key, value in manifests["int8"].items() if key != "out"}  # the refused one replaced nothing
+
+
+def test_quantization_options_that_do_not_go_together_are_refused(trained, stripes, tmp_path):
+    cases = [({"format": "onnx", "quantize": "int8"}, "--quantize is for --format tflite, not onnx"),
+             ({"quantize": "float16", "uint8_input": True}, "are for --quantize int8, not float16"),
+             ({"uint8_input": True}, "are for --quantize int8"),
+             ({"quantize": "int4"}, "unknown quantization 'int4'"),
+             ({"quantize": "int8"}, r"trained on arrays .*: pass calibration images: calibration=FOLDER")]
+    for options, message in cases:
+        with pytest.raises(TransferkitError, match=message):
+            export(trained.run_dir, **{"format": "tflite", **options}, out=tmp_path / "q", data=stripes["test"])
+    assert not (tmp_path / "q").exists()
+
+
+def test_export_refuses_to_overwrite_a_folder_it_did_not_write(trained, stripes, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(TransferkitError, match="is not a transferkit export"):
-        export(trained.run_dir, "keras", tmp_path / "mine")
+        export(trained.run_dir, "keras", tmp_path / "mine", data=stripes["test"])
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    with pytest.raises(TransferkitError, match=r"trained on arrays given in Python.*data=FOLDER"):
+        export(trained.run_dir, "keras", tmp_path / "theirs")  # no test split to measure on
+    assert not (tmp_path / "theirs").exists()
 
 
-def test_onnx_without_tf2onnx_says_what_to_install(trained, tmp_path, monkeypatch):
+def test_onnx_without_tf2onnx_says_what_to_install(trained, stripes, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tf2onnx", None)
     with pytest.raises(TransferkitError, match=r"needs tf2onnx and onnxruntime \(pip install"):
-        export(trained.run_dir, "onnx", tmp_path / "onnx")
+        export(trained.run_dir, "onnx", tmp_path / "onnx", data=stripes["test"])
     assert not (tmp_path / "onnx").exists()
 
 
-def test_load_predicts_paths_pil_images_and_arrays_the_same_from_a_run_and_a_savedmodel(trained, savedmodel,
-                                                                                         images, tmp_path):
+def test_load_predicts_paths_pil_images_and_arrays_the_same_from_a_run_and_every_export(trained, exported,
+                                                                                        images, tmp_path):
     x, _, other = images
     Image.fromarray(other[0]).save(tmp_path / "a.png")
     inputs = [tmp_path / "a.png", Image.fromarray(other[1]), other[2], other[3] / 255.0, x[4]]
     arrays = [other[0], other[1], other[2], other[3], x[4]]
     expected = in_memory(trained, arrays)
-    for source in (trained.run_dir, savedmodel["out"]):
+    sources = {"run": (trained.run_dir, 1e-4), **{fmt: (m["out"], TOLERANCE[fmt]) for fmt, m in exported.items()},
+               "tflite file": (Path(exported["tflite"]["out"]) / "model.tflite", TOLERANCE["tflite"]),
+               "onnx file": (Path(exported["onnx"]["out"]) / "model.onnx", TOLERANCE["onnx"])}
+    kinds = set()
+    for source, tolerance in sources.values():
         predictor = transferkit.load(source)
+        kinds.add(type(predictor).__name__)
         assert predictor.labels == predictor.class_names == tuple(NAMES)
-        np.testing.assert_allclose(predictor.predict(inputs), expected, atol=1e-4)
+        np.testing.assert_allclose(predictor.predict(inputs), expected, atol=tolerance)
+        assert predictor.predict(other[0]).shape == (1, 2)  # one image, not a list
+    assert kinds == {"KerasPredictor", "SavedModelPredictor", "TFLitePredictor", "ONNXPredictor"}
     top = predictor.top_k(expected, k=2)
     assert [name for name, _ in top[0]] == [NAMES[i] for i in np.argsort(-expected[0])]
     assert top[0][0][1] == pytest.approx(expected[0].max())
-    assert predictor.predict(other[0]).shape == (1, 2)  # one image, not a list
+
+
+def test_tflite_labels_come_from_inside_the_file(exported, tmp_path):
+    import shutil
+
+    alone = tmp_path / "alone.tflite"
+    shutil.copy(Path(exported["tflite"]["out"]) / "model.tflite", alone)  # no labels.json beside it
+    assert load(alone).class_names == tuple(NAMES)
+
+
+def test_evaluate_every_export_in_its_own_runtime_like_the_run(trained, exported, stripes, tmp_path):
+    x, y = stripes["test"]
+    folder = _folder(tmp_path / "photos", x[:24], y[:24])
+    run = evaluate_run(trained.run_dir, data=folder, tta=2, flips=True, out=tmp_path / "run")
+    for fmt, manifest in exported.items():
+        report = evaluate_run(manifest["out"], data=folder, tta=2, flips=True, out=tmp_path / fmt)
+        assert report["runtime"] == manifest["measured"]["runtime"]
+        assert report["run_dir"] == str(trained.run_dir.resolve())
+        assert report["accuracy"] == run["accuracy"] and report["confusion_matrix"] == run["confusion_matrix"]
+        assert report["loss"] == pytest.approx(run["loss"], abs=TOLERANCE[fmt])
+        assert (tmp_path / fmt / "evaluation.json").is_file()
+    with pytest.raises(TransferkitError, match=r"trained on arrays given in Python.*--data FOLDER"):
+        evaluate_run(exported["onnx"]["out"])  # its run's split cannot be re-loaded
 
 
 def test_predict_reads_a_3d_array_as_a_gray_batch_and_top_k_one_vector(trained, images):
@@ -320,13 +475,17 @@ def test_evaluate_notices_a_recipe_whose_data_are_not_what_the_run_saw(trained, 
         evaluate_run(copy)
 
 
-def test_onnx_export_of_a_backbone_with_captured_constants(stripes, tmp_path):
+def test_onnx_and_keras_exports_of_a_backbone_with_captured_constants(stripes, tmp_path):
     """EfficientNet's Normalization layer holds its mean and variance as captured constants, which tf2onnx left
-    as graph inputs (onnxruntime: "Required inputs ... are missing"); the export freezes them first."""
+    as graph inputs (onnxruntime: "Required inputs ... are missing"); the export freezes them first. The
+    backbone preprocesses itself (mode none): its .keras export loads in plain Keras too."""
     pytest.importorskip("tf2onnx")
     pytest.importorskip("onnxruntime")
     run = transferkit.run("demo_hed", strategy="feature_extraction", backbone="efficientnet_b0", weights="none",
                           data=stripes, class_names=NAMES, out=tmp_path / "runs", epochs=1, verbose=0,
                           overrides=["head.units=8", "base_blocks=1", "image_size=32"])
-    manifest = export(run.run_dir, "onnx", tmp_path / "onnx")
-    check_manifest(manifest, "onnx", 1e-3)
+    for fmt in ("onnx", "keras"):
+        manifest = export(run.run_dir, fmt, tmp_path / fmt, data=stripes["test"])
+        assert manifest["parity"]["max_abs_diff"] <= TOLERANCE[fmt]
+        assert manifest["measured"]["accuracy"] == manifest["measured"]["model_accuracy"]
+    assert manifest["interface"]["requires"] == []
