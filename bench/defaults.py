@@ -121,10 +121,11 @@ def overrides_for(variant, strategy):
     return [f"{key}={yaml.safe_dump(value).splitlines()[0]}" for key, value in {**pairs, **other}.items()]
 
 
-def measure(set_name, seed, variant, strategy, work):
+def measure(set_name, seed, variant, strategy, work, built):
+    """One run (reused if it completed in ``work`` before); ``built`` is ``SETS[set_name](seed)``."""
     import transferkit
 
-    data, class_names, recipe, extra = SETS[set_name](seed)
+    data, class_names, recipe, extra = built
     overrides = [f"seed={seed}", *(f"{k}={v}" for k, v in extra.items()), *overrides_for(variant, strategy)]
     comparison = transferkit.compare(recipe, strategies=[strategy], baselines=None, data=data,
                                      class_names=class_names, out=str(work / set_name), overrides=overrides)
@@ -178,9 +179,10 @@ def main():
         rows = []
         for seed in seeds:  # a whole table per seed, so a partial measurement is still read across sets
             for set_name in sets:
+                built = SETS[set_name](seed)  # once for every variant and strategy
                 for variant in variants:
                     for strategy in VARIANTS[variant][2]:
-                        row = measure(set_name, seed, variant, strategy, work)
+                        row = measure(set_name, seed, variant, strategy, work, built)
                         rows.append(row)
                         Path(args.out).write_text(json.dumps({"rows": rows}, indent=2) + "\n")  # so far
                         log(f"{set_name} seed {seed} {variant:28s} {strategy:18s} "

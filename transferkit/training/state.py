@@ -7,6 +7,7 @@ Example:
     >>> save_state("head.npz", model)            # after an epoch
     >>> load_state("head.npz", rebuilt_model)    # the same architecture, rebuilt from the recipe
 """
+import contextlib
 import json
 import os
 import zipfile
@@ -43,10 +44,11 @@ def save_state(path, model, weights=None, optimizer=True, extra=None):
     the best epoch's), with ``optimizer`` the optimizer's variables, and the numbers in ``extra`` to ``path``,
     atomically."""
     indices = changing(model)
-    weights = model.get_weights() if weights is None else weights
     arrays = {"indices": np.asarray(indices, dtype=np.int64), "count": np.asarray(len(model.weights)),
               **{key: np.asarray(value) for key, value in (extra or {}).items()}}
-    arrays.update({f"w{i}": np.asarray(weights[i]) for i in indices})
+    # only the changing weights are copied out of the model: a frozen base's never leave it
+    arrays.update({f"w{i}": keras.ops.convert_to_numpy(model.weights[i]) if weights is None else
+                   np.asarray(weights[i]) for i in indices})
     if optimizer and model.optimizer is not None and model.optimizer.built:
         arrays.update({f"o{j}": keras.ops.convert_to_numpy(v) for j, v in enumerate(model.optimizer.variables)})
     tmp = f"{path}.tmp"
@@ -81,19 +83,14 @@ def load_state(path, model):
                 variable.assign(saved[f"o{j}"])
 
 
-class _opened:
-    def __init__(self, path):
-        self.path = path
-
-    def __enter__(self):
-        try:
-            self.file = np.load(self.path)
-        except (zipfile.BadZipFile, ValueError, EOFError) as err:
-            raise OSError(f"{self.path} is damaged: {err}") from err
-        return self.file
-
-    def __exit__(self, *exc):
-        self.file.close()
+@contextlib.contextmanager
+def _opened(path):
+    try:
+        saved = np.load(path)
+    except (zipfile.BadZipFile, ValueError, EOFError) as err:
+        raise OSError(f"{path} is damaged: {err}") from err
+    with saved:
+        yield saved
 
 
 def checkpoint_epoch(backup_dir):
