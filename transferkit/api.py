@@ -20,7 +20,7 @@ from transferkit.errors import TransferkitError
 from transferkit.recipes import Recipe, list_recipes, load_recipe
 from transferkit.evaluation import classification_report, plot_confusion
 from transferkit.runs import (PeakMemory, RunTracker, history_csv, new_run_dir, plot_history, run_key, save_model,
-                              write_atomic, write_json)
+                              save_predictions, write_atomic, write_json)
 from transferkit.strategies import STRATEGIES, Context
 from transferkit.summary import run_summary
 from transferkit.training.callbacks import NonFiniteLoss, interruptible
@@ -374,6 +374,7 @@ def _finish(ctx, trained, tracker, peak_rss_mb):
         **{k: v for k, v in trained.info.items() if k != "baseline"},
     }
     save_model(trained.model, run_dir / "model.keras")
+    save_predictions(run_dir, labels, probabilities, *predict_split(trained.model, ctx.data("val")))
     write_atomic(run_dir / "history.csv", history_csv(trained.history))
     if trained.history:
         plot_history(trained.history, run_dir / "curves.png", f"{recipe.name}: {recipe.strategy}")

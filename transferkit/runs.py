@@ -103,6 +103,32 @@ def write_json(path, data):
     write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
+def save_predictions(run_dir, test_labels, test_probabilities, val_labels, val_probabilities):
+    """Write the kept model's per-image answers on the test and validation splits to ``predictions.npz``
+    (in split order): what paired tests, top losses and calibration are computed from."""
+    buffer = io.BytesIO()
+    np.savez(buffer, test_labels=np.asarray(test_labels, np.int32),
+             test_probabilities=np.asarray(test_probabilities, np.float32),
+             val_labels=np.asarray(val_labels, np.int32), val_probabilities=np.asarray(val_probabilities, np.float32))
+    write_atomic(Path(run_dir) / "predictions.npz", buffer.getvalue())
+
+
+def load_predictions(run_dir):
+    """The per-image answers :func:`save_predictions` wrote, as a dict of arrays; a run from before they were
+    kept is a one-line error.
+
+    Example:
+        >>> load_predictions("runs/demo-finetune-20261123-171500")["test_probabilities"].shape
+        (300, 10)
+    """
+    path = Path(run_dir) / "predictions.npz"
+    if not path.is_file():
+        raise TransferkitError(f"{run_dir} holds no predictions.npz (made by transferkit before 2026-12-02); "
+                               f"run it again")
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
 def read_history(path):
     """History rows from a ``history.csv`` (numbers as floats, epoch as int), or [] if there is none."""
     if not Path(path).is_file():

@@ -8,6 +8,7 @@ import pytest
 
 import transferkit
 from transferkit.features import cache_dir
+from transferkit.runs import load_predictions
 
 FAST = ["head.units=16", "batch_size=16", "image_size=32", "base_blocks=", "finetune.augment=true"]
 
@@ -32,6 +33,11 @@ def _check_run_dir(result):
     np.testing.assert_allclose(reloaded.predict(images, verbose=0), result.model.predict(images, verbose=0),
                                atol=1e-5)
     assert transferkit.load_recipe(str(result.run_dir / "recipe.yaml")) == result.recipe
+    answers = load_predictions(result.run_dir)  # the per-image answers paired tests read
+    test = answers["test_probabilities"]
+    assert test.shape == (metrics["num_examples"]["test"], 2)
+    assert answers["val_probabilities"].shape == (metrics["num_examples"]["val"], 2)
+    assert np.mean(test.argmax(1) == answers["test_labels"]) == pytest.approx(metrics["test_accuracy"])
     return metrics
 
 
