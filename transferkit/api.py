@@ -212,7 +212,8 @@ def _one_line(err):
 
 
 def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=None, learning_rate=None,
-        image_size=None, data=None, class_names=None, data_dir=None, out="runs", overrides=(), resume=None, verbose=2):
+        image_size=None, data=None, class_names=None, data_dir=None, out="runs", overrides=(), resume=None, verbose=2,
+        callbacks=()):
     """Train a recipe end to end and write its run directory.
 
     Args:
@@ -228,6 +229,7 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
         resume: a run directory whose run stopped (killed, interrupted, failed): it continues from its last
             completed epoch, stage included, with the recipe saved there (other arguments but ``data`` ignored).
         verbose: Keras verbosity (0 silent, 1 progress bars, 2 one line per epoch).
+        callbacks: Keras callbacks added to every stage's ``fit`` (``keras.callbacks.TensorBoard``, your own).
 
     Example:
         >>> result = transferkit.run("demo", strategy="finetune", epochs=2)
@@ -246,7 +248,7 @@ def run(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=Non
                                          learning_rate=learning_rate, image_size=image_size, data=data,
                                          class_names=class_names, data_dir=data_dir, overrides=overrides,
                                          verbose=verbose)
-    return run_resolved(recipe, splits, out=out, verbose=verbose, run_dir=run_dir, probes=probes)
+    return run_resolved(recipe, splits, out=out, verbose=verbose, run_dir=run_dir, probes=probes, callbacks=callbacks)
 
 
 def prepare(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs=None, learning_rate=None,
@@ -283,10 +285,10 @@ def prepare(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs
     return recipe, splits, probes
 
 
-def run_resolved(recipe, splits, out="runs", verbose=2, run_dir=None, probes=None):
+def run_resolved(recipe, splits, out="runs", verbose=2, run_dir=None, probes=None, callbacks=()):
     """:func:`run` for a validated :class:`Recipe` and loaded :class:`Splits`, in a new run directory
     under ``out`` or continuing ``run_dir``. ``probes`` (from :func:`resolve_backbone`) go into
-    ``metrics.json`` as ``backbone_probe``.
+    ``metrics.json`` as ``backbone_probe``; ``callbacks`` go into every stage's ``fit``.
 
     Example:
         >>> result = run_resolved(load_recipe("demo"), load_data(load_recipe("demo").data))
@@ -301,7 +303,7 @@ def run_resolved(recipe, splits, out="runs", verbose=2, run_dir=None, probes=Non
     if tracker.state.get("data", splits.fingerprint) != splits.fingerprint:
         raise TransferkitError(f"the data differs from the data {run_dir} started with; start a new run instead")
     tracker.set_status("running", data=splits.fingerprint, key=run_key(recipe, splits))
-    ctx = Context(recipe, splits, verbose=verbose, tracker=tracker)
+    ctx = Context(recipe, splits, verbose=verbose, tracker=tracker, callbacks=list(callbacks))
 
     try:
         # models are built and compiled under the tf.distribute strategy's scope; batch_size is per replica and

@@ -11,6 +11,7 @@ from transferkit.data.pipeline import EpochData
 from transferkit.data.sources import from_arrays
 from transferkit.recipes import Stage, load_recipe
 from transferkit.strategies import Context
+from transferkit.training.callbacks import NonFiniteLoss
 from transferkit.training.losses import Accuracy, Crossentropy
 from transferkit.training.lr_find import find_rate, valley
 from transferkit.training.optimizer import adam
@@ -128,11 +129,16 @@ def _fit_noisy(model, stage, n_train, flipped):
     """Train ``model`` for ``stage`` on the noisy problem (labels flipped or not); ``(record, rows, kept scores)``."""
     x, y, noisy = _noisy_problem(n_train)
     vx, vy, _ = _noisy_problem(200, seed=1)
-    images, labels = np.zeros((8, 4, 4, 3), np.uint8), np.arange(8) % 2
-    splits = from_arrays({"train": (images, labels), "val": (images, labels), "test": (images, labels)})
-    ctx = Context(load_recipe("demo_hed"), splits, verbose=0)
+    ctx = _context()
     rows = train_stage(ctx, model, stage, (x, noisy if flipped else y), (vx, vy), batch_size=16)
     return ctx.stage_log[-1], rows, model.evaluate(vx, vy, verbose=0, return_dict=True)
+
+
+def _context():
+    """A context for stages trained on arrays given to ``train_stage`` (its splits are never read)."""
+    images, labels = np.zeros((8, 4, 4, 3), np.uint8), np.arange(8) % 2
+    splits = from_arrays({"train": (images, labels), "val": (images, labels), "test": (images, labels)})
+    return Context(load_recipe("demo_hed"), splits, verbose=0)
 
 
 def _big_model():
@@ -149,6 +155,39 @@ def test_early_stopping_keeps_the_epoch_with_the_best_validation_score():
     assert record["kept_epoch"] == rows[int(np.argmin(losses))]["epoch"] < rows[-1]["epoch"]
     assert kept["loss"] == pytest.approx(min(losses), rel=1e-4)
     assert kept["loss"] < losses[-1]
+
+
+@pytest.mark.parametrize("carry", [True, False])
+def test_a_stage_that_never_beats_the_stage_before_keeps_its_weights(carry):
+    keras.utils.set_random_seed(0)
+    x, y, _ = _noisy_problem(64)
+    vx, vy, _ = _noisy_problem(200, seed=1)
+    ctx, model = _context(), _big_model()
+    train_stage(ctx, model, Stage("head", 8, 3e-3), (x, y), (vx, vy), batch_size=16)
+    head = ctx.stage_log[-1]
+    # the second stage learns the opposite labels: every one of its epochs validates worse than the head's best
+    rows = train_stage(ctx, model, Stage("finetune", 3, 3e-2), (x, 1 - y), (vx, vy), start_epoch=8,
+                       batch_size=16, carry_best=carry)
+    record, kept = ctx.stage_log[-1], model.evaluate(vx, vy, verbose=0, return_dict=True)["accuracy"]
+    assert max(row["val_accuracy"] for row in rows) < head["best"]
+    if carry:
+        assert record["kept_from"] == "head" and record["kept_epoch"] == head["kept_epoch"] <= 8
+        assert kept == pytest.approx(head["best"])
+    else:
+        assert "kept_from" not in record and record["kept_epoch"] > 8
+        assert kept == pytest.approx(record["best"]) and kept < head["best"]
+
+
+def test_a_nan_loss_stops_the_stage_with_the_last_good_weights():
+    keras.utils.set_random_seed(0)
+    x, y, _ = _noisy_problem(64)
+    x[20] = np.nan  # the third batch of the first epoch; no ReLU, which would drop it and leave the loss finite
+    ctx, model = _context(), keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="softmax")])
+    before = model.get_weights()
+    with pytest.raises(NonFiniteLoss, match="the loss became nan at epoch 1, batch 3 of stage 'head'"):
+        train_stage(ctx, model, Stage("head", 3, 1e-2), (x, y), None, batch_size=8, shuffle=False)
+    for kept, start in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(kept, start)
 
 
 def test_ema_weights_are_what_validation_measured_and_what_the_stage_keeps():

@@ -59,7 +59,8 @@ def _fine_tune(ctx, model, base, stages, train, val, history):
     for stage in stages:
         unfrozen = unfreeze_top_blocks(base, ctx.spec, stage.unfreeze_blocks)
         rates = block_rates(base, ctx.spec, stage.unfreeze_blocks, ctx.recipe.finetune.layer_decay)
-        history = history + train_stage(ctx, model, stage, train, val, start_epoch=len(history), multipliers=rates)
+        history = history + train_stage(ctx, model, stage, train, val, start_epoch=len(history), multipliers=rates,
+                                        carry_best=True)
     return history, unfrozen
 
 

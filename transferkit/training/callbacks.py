@@ -10,7 +10,7 @@ import numpy as np
 
 from transferkit.data.pipeline import epoch_seed, seed_generators
 from transferkit.errors import TransferkitError
-from transferkit.training.state import read_weights, save_state
+from transferkit.training.state import changing, read_weights, save_state
 
 
 class NonFiniteLoss(TransferkitError):
@@ -18,9 +18,11 @@ class NonFiniteLoss(TransferkitError):
 
 
 class NanGuard(keras.callbacks.Callback):
-    """Stop at the first non-finite loss and put back the weights of the last completed epoch.
+    """Stop at the first non-finite loss, or at an epoch end whose weights are not all finite (a NaN kernel can
+    leave the loss finite: ReLU and max pooling drop NaN), and put back the weights of the last good epoch.
 
-    It runs before BackupAndRestore at each epoch end, so the backup never holds broken weights.
+    It runs before BackupAndRestore at each epoch end, so the backup never holds broken weights. Only the weights
+    ``fit`` can change are copied and checked (a frozen base's never leave the model). ``bad`` says what broke.
     """
 
     def on_train_begin(self, logs=None):
@@ -29,19 +31,28 @@ class NanGuard(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
         if self.good is None:  # after every on_train_begin, so after BackupAndRestore restored a resumed stage
-            self.good = self.model.get_weights()
+            self.indices = changing(self.model)
+            self.good = self._changing()
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if self.bad is None and loss is not None and not math.isfinite(float(loss)):
-            self.bad = (self.epoch + 1, batch + 1, float(loss))
+            self.bad = f"the loss became {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}"
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
+        weights = self._changing() if self.bad is None else None
+        if weights is not None and all(np.isfinite(w).all() for w in weights):
+            self.good = weights
+            return
         if self.bad is None:
-            self.good = self.model.get_weights()
-        else:
-            self.model.set_weights(self.good)
+            self.bad = f"the weights became nan or inf at epoch {epoch + 1} (the loss stayed finite)"
+            self.model.stop_training = True
+        for i, weight in zip(self.indices, self.good):
+            self.model.weights[i].assign(weight)
+
+    def _changing(self):
+        return [self.model.weights[i].numpy() for i in self.indices]
 
 
 _interrupted = threading.Event()
@@ -130,7 +141,9 @@ class BestEpoch(keras.callbacks.EarlyStopping):
     ``patience`` None never stops early (the best epoch is still kept when ``restore_best``). ``earlier``
     (history rows of this stage from before a resume, each with ``epoch`` counted from 1 across stages) replays
     the monitor's values, and ``best_file`` (an ``.npz``) holds the best weights on disk so a resumed stage can
-    restore them. At the end, ``kept_epoch`` (1-based) is the epoch whose weights the model holds.
+    restore them. ``start`` ``(value, epoch)`` is the monitor's best value and epoch (1-based) of the stage
+    before, whose kept weights the model holds when this stage begins: this stage keeps them unless one of its
+    epochs does better. At the end, ``kept_epoch`` (1-based) is the epoch whose weights the model holds.
 
     Example:
         >>> best = BestEpoch("val_accuracy", patience=5)
@@ -138,16 +151,21 @@ class BestEpoch(keras.callbacks.EarlyStopping):
         7
     """
 
-    def __init__(self, monitor="val_accuracy", patience=None, restore_best=True, earlier=(), best_file=None):
+    def __init__(self, monitor="val_accuracy", patience=None, restore_best=True, earlier=(), best_file=None,
+                 start=None):
         super().__init__(monitor=monitor, patience=patience if patience is not None else 10 ** 9,
                          restore_best_weights=restore_best, mode="min" if monitor.endswith("loss") else "max")
-        self.earlier, self.best_file = list(earlier), best_file
+        self.earlier, self.best_file, self.start = list(earlier), best_file, start
         self.kept_epoch = None
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         self._set_monitor_op()
         self.last_epoch = None
+        if self.start is not None and self.restore_best_weights:
+            # the weights the stage begins with: a resumed stage's are restored by BackupAndRestore only later
+            self.best, self.best_epoch = self.start[0], self.start[1] - 1
+            self.best_weights = model_weights(self.model)
         for row in self.earlier:
             value = row.get(self.monitor)
             if value is None:
@@ -157,7 +175,9 @@ class BestEpoch(keras.callbacks.EarlyStopping):
                 self.best, self.best_epoch, self.wait = value, row["epoch"] - 1, 0
             self.last_epoch = row["epoch"] - 1
         # the best epoch's weights are on disk (the model's own are restored by BackupAndRestore only after this)
-        if self.best is not None and self.restore_best_weights and self.best_file and self.best_file.is_file():
+        improved = self.start is None or self.best_epoch != self.start[1] - 1
+        if improved and self.best is not None and self.restore_best_weights and self.best_file \
+                and self.best_file.is_file():
             self.best_weights = read_weights(self.best_file, self.model)
 
     def on_epoch_end(self, epoch, logs=None):

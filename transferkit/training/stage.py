@@ -96,7 +96,16 @@ def _finished(ctx, stage):
     return json.loads(done.read_text()) if done is not None and done.is_file() else None
 
 
-def train_stage(ctx, model, stage, train, val, start_epoch=0, multipliers=None, class_weight=None, **fit_kwargs):
+def _carried(ctx, stage):
+    """``(best value, kept epoch)`` of the stage before, when it watched the same monitor and kept its best."""
+    before = ctx.stage_log[-1] if ctx.stage_log else {}
+    if before.get("monitor") != stage.monitor or before.get("best") is None or not stage.restore_best:
+        return None
+    return before["best"], before["kept_epoch"]
+
+
+def train_stage(ctx, model, stage, train, val, start_epoch=0, multipliers=None, class_weight=None, carry_best=False,
+                **fit_kwargs):
     """Compile ``model`` for ``stage`` (a :class:`~transferkit.recipes.Stage`) and fit it; returns the stage's
     history rows ``{epoch, stage, loss, accuracy, val_..., learning_rate, ...}`` and adds the stage's record
     (epochs run, epoch kept, rate) to ``ctx.stage_log``.
@@ -109,7 +118,9 @@ def train_stage(ctx, model, stage, train, val, start_epoch=0, multipliers=None, 
     the model keeps its best epoch's weights. With a tracker the stage is checkpointed every epoch; a stage a
     resumed run finished before is not trained again, its kept weights are loaded. A NaN or infinite loss stops
     training with :class:`NonFiniteLoss`, keeping the last good weights. ``class_weight`` (``{index: weight}``)
-    defaults to the recipe's ``data.class_weight``.
+    defaults to the recipe's ``data.class_weight``. With ``carry_best`` the model begins the stage holding the
+    kept weights of the stage before (in ``ctx.stage_log``), and keeps them unless an epoch of this stage beats that
+    stage's best: a fine-tuning stage never ends worse on validation than the head it started from.
 
     Example:
         >>> rows = train_stage(ctx, model, recipe.frozen_augment.stage("head"), ctx.data("train"), ctx.data("val"))
@@ -147,7 +158,8 @@ def train_stage(ctx, model, stage, train, val, start_epoch=0, multipliers=None, 
     guard = NanGuard()
     earlier = [row for row in tracker.rows(stage.name) if row["epoch"] <= resumed_at] if tracker else []
     best = BestEpoch(stage.monitor, stage.patience, stage.restore_best, earlier,
-                     tracker.backup_dir(stage.name) / "best.weights.npz" if tracker else None) if val is not None else None
+                     tracker.backup_dir(stage.name) / "best.weights.npz" if tracker else None,
+                     start=_carried(ctx, stage) if carry_best else None) if val is not None else None
     ema = [keras.callbacks.SwapEMAWeights()] if stage.ema else []
     # the interrupt check runs last, so an epoch that ended is checkpointed before it stops the run
     callbacks = [guard, *seeds, LogLearningRate(), *ema, *([best] if best else []), *ctx.callbacks,
@@ -162,18 +174,21 @@ def train_stage(ctx, model, stage, train, val, start_epoch=0, multipliers=None, 
                         verbose=ctx.verbose, callbacks=callbacks, class_weight=class_weight or ctx.class_weight,
                         **fit_kwargs)
     if guard.bad:
-        epoch, batch, value = guard.bad
-        raise NonFiniteLoss(f"the loss became {value} in stage '{stage.name}' at epoch {epoch}, batch {batch}: "
-                            f"training stopped with the weights of the last good epoch; try a lower learning rate")
+        raise NonFiniteLoss(f"{guard.bad} of stage '{stage.name}': training stopped with the weights of the last "
+                            f"good epoch; try a lower learning rate")
     rows = tracker.rows(stage.name) if tracker else _rows(history, stage.name, start_epoch)
     record = {"stage": stage.name, "epochs_run": len(rows), "epochs_planned": stage.epochs,
               "kept_epoch": best.kept_epoch if best else (rows[-1]["epoch"] if rows else None),
               "stopped_early": bool(best and best.stopped_epoch), "monitor": stage.monitor if best else None,
+              "best": float(best.best) if best and stage.restore_best and best.best is not None else None,
               "learning_rate": rate, "schedule": stage.schedule}
+    if best and best.kept_epoch and rows and best.kept_epoch < rows[0]["epoch"]:
+        record["kept_from"] = ctx.stage_log[-1]["stage"]
     if ctx.verbose and best and best.kept_epoch:
-        kept = next((row for row in rows if row["epoch"] == best.kept_epoch), {})
         why = f"stopped early after epoch {rows[-1]['epoch']}; " if record["stopped_early"] else ""
-        print(f"stage '{stage.name}': {why}kept epoch {best.kept_epoch} ({stage.monitor} "
+        where = f" of stage '{record['kept_from']}', which no epoch of this one beat" if "kept_from" in record else ""
+        kept = next((row for row in rows if row["epoch"] == best.kept_epoch), {stage.monitor: best.best})
+        print(f"stage '{stage.name}': {why}kept epoch {best.kept_epoch}{where} ({stage.monitor} "
               f"{kept.get(stage.monitor, float('nan')):.4f})", flush=True)
     if tracker:
         tracker.backup_dir(stage.name).mkdir(parents=True, exist_ok=True)
