@@ -408,15 +408,19 @@ def lr_find_command(recipe, strategy, stage, data_path, sweep, out, overrides):
 @click.option("--baselines", help="Comma-separated baselines for scratch (default: the recipe's).")
 @click.option("--lr", type=RATE, help="Learning rate of each strategy's (last) stage, or auto.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Images per batch (--set batch_size=N).")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run each variant with this many seeds (the recipe's and the next ones); report mean and sd.")
 @click.option("--out", default="runs", show_default=True, help="Parent folder of the runs and the report.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any recipe key.")
-@click.option("--quiet", is_flag=True, help="Print only the table.")
+@click.option("--quiet", is_flag=True, help="Print only the table and what it says.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
 @_friendly
-def compare_command(recipe, strategies, backbones, data_path, baselines, lr, batch_size, out, overrides, quiet,
-                    as_json):
+def compare_command(recipe, strategies, backbones, data_path, baselines, lr, batch_size, seeds, out, overrides,
+                    quiet, as_json):
     """Run the strategies and baselines of RECIPE on identical splits; print a table and write a report.
 
+    Each test accuracy comes with its 95% interval (Wilson) and the exact McNemar p-value of the best run
+    against it on the same test images; the best is starred only when it beats every other run (p < 0.05).
     Runs that completed before with the same recipe and data are reused, not trained again.
     """
     import json
@@ -437,9 +441,11 @@ def compare_command(recipe, strategies, backbones, data_path, baselines, lr, bat
 
     comparison = compare(recipe, strategies=split(strategies), backbones=split(backbones),
                          baselines=split(baselines), out=out, data=data_path, progress=progress, learning_rate=lr,
-                         overrides=list(overrides) + ([f"batch_size={batch_size}"] if batch_size else []))
+                         overrides=list(overrides) + ([f"batch_size={batch_size}"] if batch_size else []),
+                         seeds=seeds)
     if as_json:
-        keys = [key for key, _ in COLUMNS] + ["run_dir", "reused"]
+        keys = [key for key, _ in COLUMNS] + ["variant", "seed", "test_images", "discordant", "pairing", "run_dir",
+                                               "reused"]
         click.echo(json.dumps([{k: row.get(k) for k in keys} for row in comparison.rows], indent=2))
         return
     click.echo(comparison.table())

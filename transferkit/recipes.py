@@ -25,6 +25,7 @@ class DataConfig(_Section):
     ``strict`` makes unreadable image files an error before training instead of skipping them with a warning;
     ``class_weight`` is ``none``, ``auto`` (``n_samples / (n_classes * count_c)`` from the training split) or
     a mapping of class name (or index) to weight, missing classes weighing 1; every strategy's ``fit`` uses it.
+    ``split_seed`` splits a folder with that seed instead of the recipe's (``compare --seeds`` keeps one split).
     """
 
     source: str = "sample"
@@ -35,6 +36,7 @@ class DataConfig(_Section):
     per_class: Optional[list[int]] = None
     val_fraction: float = Field(0.15, ge=0, lt=1)
     test_fraction: float = Field(0.15, ge=0, lt=1)
+    split_seed: Optional[int] = None
     resize: Literal["squash", "crop", "pad"] = "squash"
     strict: bool = False
     class_weight: Union[Literal["none", "auto"], dict[Union[str, int], float]] = "none"

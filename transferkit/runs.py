@@ -76,8 +76,7 @@ def plot_history(rows, path, title):
         for prefix, style in (("", "o-"), ("val_", "s--")):
             values = [row.get(prefix + metric, np.nan) for row in rows]
             ax.plot(epochs, values, style, label=f"{'validation' if prefix else 'training'} {metric}", markersize=3)
-        starts = [row["epoch"] - 0.5 for i, row in enumerate(rows) if i and row["stage"] != rows[i - 1]["stage"]]
-        for x in starts:
+        for x, _ in stage_changes(rows):
             ax.axvline(x, color="grey", linestyle=":", label="stage change")
         ax.set_xlabel("epoch")
         ax.set_title(metric)
@@ -85,6 +84,17 @@ def plot_history(rows, path, title):
     fig.suptitle(title)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def stage_changes(rows):
+    """Where a history's stage changes: ``(epoch - 0.5, "old -> new")`` per change, to draw between epochs.
+
+    Example:
+        >>> stage_changes([{"epoch": 1, "stage": "head"}, {"epoch": 2, "stage": "finetune"}])
+        [(1.5, 'head -> finetune')]
+    """
+    return [(row["epoch"] - 0.5, f"{rows[i - 1]['stage']} -> {row['stage']}")
+            for i, row in enumerate(rows) if i and row["stage"] != rows[i - 1]["stage"]]
 
 
 def save_figure(fig, path):
@@ -220,14 +230,16 @@ def run_key(recipe, splits):
 
 
 def find_completed(out, key):
-    """The newest completed run directory in ``out`` with this run key, or None."""
+    """The newest completed run directory in ``out`` with this run key, or None. A run from before runs kept
+    ``predictions.npz`` does not count: its answers cannot be paired with other runs'."""
     found = []
     for state_file in Path(out).glob("*/run.json"):
         try:
             state = json.loads(state_file.read_text())
         except (OSError, ValueError):
             continue
-        if state.get("key") == key and state.get("status") == "completed" and (state_file.parent / "metrics.json").is_file():
+        kept = all((state_file.parent / name).is_file() for name in ("metrics.json", "predictions.npz"))
+        if state.get("key") == key and state.get("status") == "completed" and kept:
             found.append(state_file.parent)
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 

@@ -65,7 +65,8 @@ class FolderListing:
 
 
 def list_folder(config, seed):
-    """The files a ``folder`` data section names, split into train/val/test, before any is read.
+    """The files a ``folder`` data section names, split into train/val/test (by ``data.split_seed``, else ``seed``)
+    before any is read.
 
     Example:
         >>> list_folder(DataConfig(source="folder", path="photos"), seed=42).class_names
@@ -95,7 +96,8 @@ def list_folder(config, seed):
         if empty:
             raise TransferkitError(f"class folder{'s' if len(empty) > 1 else ''} without images in {root}: "
                                    f"{', '.join(empty)}")
-        pairs = split_files(files, config.val_fraction, config.test_fraction, seed)
+        split_seed = seed if config.split_seed is None else config.split_seed
+        pairs = split_files(files, config.val_fraction, config.test_fraction, split_seed)
     if not class_names:
         raise TransferkitError(f"no class subfolders in {root}: put each class's images in a folder of its own")
     return FolderListing(root, tuple(class_names), pairs)
@@ -139,7 +141,8 @@ def _fingerprint(pairs_by_split, checks, root):
 @DATA_SOURCES.register("folder")
 def folder_source(config, seed):
     """Images under ``data.path``: ``train/ val/ test/`` subfolders of class folders, or class folders split
-    by ``data.val_fraction`` and ``data.test_fraction`` with the recipe's seed (stratified, deterministic).
+    by ``data.val_fraction`` and ``data.test_fraction`` with the recipe's seed or ``data.split_seed`` (stratified,
+    deterministic).
 
     Unreadable files (corrupt, truncated, empty, not images) are skipped with one warning line on stderr;
     with ``data.strict`` they stop the run before training.
