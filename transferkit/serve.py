@@ -30,7 +30,6 @@ from PIL import Image
 
 from transferkit.errors import TransferkitError
 
-DEFAULT_PORT = 8501  # TensorFlow Serving's REST port
 DEFAULT_MAX_BYTES = 10 * 2**20
 TOP_K = 5
 ROUTE = re.compile(r"/v1/models/(?P<name>[^/:]+)(?P<rest>/metadata|:predict|:explain)?")
@@ -221,6 +220,8 @@ class Handler(BaseHTTPRequestHandler):
         except RequestError as err:
             status, error = err.status, str(err)
             answer = {"error": error}
+        except (ConnectionError, TimeoutError):
+            raise  # the client went away or stalled: ModelServer.handle_error logs one line
         except Exception as err:  # noqa: BLE001  (a bug here: answer it, keep serving, show the traceback)
             traceback.print_exc()
             status, error = HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(err).__name__}: {err}".splitlines()[0]
