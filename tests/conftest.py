@@ -52,3 +52,18 @@ def photos(tmp_path_factory):
         folder.mkdir(exist_ok=True)
         Image.fromarray(image).save(folder / f"{i}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def photos_run(tmp_path_factory, photos):
+    """A tiny completed run on ``photos``: feature extraction on VGG16 (hed-bsds500) blocks 1-2 at 32 px, a few
+    seconds of training. For tests that need some trained run (serving, loading), not a particular accuracy."""
+    import transferkit
+
+    root = tmp_path_factory.mktemp("photos_run")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TRANSFERKIT_CACHE", str(root / "cache"))
+        env.setenv("TRANSFERKIT_OFFLINE", "1")
+        return transferkit.run("demo_hed", strategy="feature_extraction", data=str(photos), out=root / "runs",
+                               image_size=32, epochs=4, verbose=0,
+                               overrides=["head.units=16", "batch_size=16", "base_blocks=2"])

@@ -20,7 +20,7 @@ _EXPORTS = {
     "Recipe": "transferkit.recipes", "list_recipes": "transferkit.recipes", "load_recipe": "transferkit.recipes",
     "load": "transferkit.predict", "export": "transferkit.exporters", "lr_find": "transferkit.finder",
 }
-_SUBMODULES = ("explain",)  # reached as modules: transferkit.explain.grad_cam(model, image)
+_SUBMODULES = ("explain", "serve")  # as modules: transferkit.explain.grad_cam, transferkit.serve.make_server
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 
 

@@ -287,6 +287,32 @@ def evaluate_(source, data_path, tta, tta_flips, out):
         click.echo(f"  wrote {path}")
 
 
+@main.command("serve")
+@click.argument("source")
+@click.option("--port", type=click.IntRange(0, 65535), default=8501, show_default=True,
+              help="The port to listen on (0: any free one).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="The address to listen on (0.0.0.0: every interface of this machine).")
+@click.option("--name", default="model", show_default=True, help="The model's name in the URLs: /v1/models/NAME.")
+@click.option("--max-bytes", type=click.IntRange(min=1), default=10 * 2**20, show_default=True,
+              help="The largest request body taken; a larger one is refused with 413.")
+@_friendly
+def serve(source, port, host, name, max_bytes):
+    """Serve SOURCE (a run directory or an export of any format) over HTTP until Ctrl-C: TensorFlow Serving's
+    REST API (POST /v1/models/NAME:predict, :explain for Grad-CAM) and, at /, a page to drop images on."""
+    from transferkit.serve import make_server
+
+    server = make_server(source, host=host, port=port, name=name, max_bytes=max_bytes)
+    click.echo(f"serving {source} as '{name}' at {server.url}  (POST {server.url}v1/models/{name}:predict; "
+               f"Ctrl-C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped")
+    finally:
+        server.server_close()
+
+
 @main.group()
 def data():
     """Check a data set before training, and preview its augmentation."""

@@ -11,6 +11,7 @@ Example:
     [('sneaker', 0.91), ('sandal', 0.07)]
 """
 import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -52,8 +53,25 @@ def image_files(paths):
     return found
 
 
+def decode_image(data, name="image bytes"):
+    """The bytes of an image file (JPEG, PNG, BMP, GIF, WebP, TIFF...) as an RGB ``uint8`` array (H, W, 3),
+    checked and decoded as the training pipeline does; bytes that are no image raise a one-line
+    :class:`TransferkitError` naming them ``name``.
+
+    Example:
+        >>> decode_image(Path("cat.png").read_bytes()).shape
+        (375, 500, 3)
+    """
+    checked = check_bytes(data, name)  # the training pipeline's own check and decoder choice
+    if checked.error:
+        raise TransferkitError(f"cannot read {name}: {checked.error}")
+    if checked.via_pil:
+        return pil_rgb(io.BytesIO(data))
+    return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()  # as decode_file does
+
+
 def read_image(image):
-    """One image as an RGB ``uint8`` array (H, W, 3): from a file path, a PIL image or an array.
+    """One image as an RGB ``uint8`` array (H, W, 3): from a file path, a file's bytes, a PIL image or an array.
 
     Arrays may be (H, W) gray or (H, W, 1|3|4), uint8 (0-255) or float (0-1 or 0-255).
     An unreadable file raises a one-line :class:`TransferkitError` naming it.
@@ -67,12 +85,9 @@ def read_image(image):
             data = Path(image).read_bytes()
         except OSError as err:
             raise TransferkitError(f"cannot read {image}: {err.strerror or err}") from err
-        checked = check_bytes(data, str(image))  # the training pipeline's own check and decoder choice
-        if checked.error:
-            raise TransferkitError(f"cannot read {image}: {checked.error}")
-        if checked.via_pil:
-            return pil_rgb(str(image))
-        return tf.io.decode_image(data, channels=3, expand_animations=False).numpy()  # as decode_file does
+        return decode_image(data, str(image))
+    if isinstance(image, bytes):
+        return decode_image(image)
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
     array = np.asarray(image)
@@ -87,7 +102,7 @@ def _as_list(images):
     An array is one image if it is (H, W) or (H, W, C) with C <= 4 (channels), a batch if it is (N, H, W)
     (gray images W > 4 pixels wide) or (N, H, W, 1|3|4).
     """
-    if isinstance(images, (str, Path, Image.Image)):
+    if isinstance(images, (str, Path, bytes, Image.Image)):
         return [images]
     if not isinstance(images, np.ndarray):
         return list(images)
@@ -167,7 +182,8 @@ class Predictor:
         return self.class_names
 
     def predict(self, images, batch_size=32):
-        """Probabilities (N, classes) for images: paths, PIL images or arrays of any size (a list, or one).
+        """Probabilities (N, classes) for images: paths, files' bytes, PIL images or arrays of any size (a list,
+        or one).
 
         An array (H, W) or (H, W, 1|3|4) is one image; (N, H, W, 1|3|4) is a batch, and so is (N, H, W) when
         its last axis is more than 4 long (too long for channels): N gray images.
