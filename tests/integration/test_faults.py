@@ -15,7 +15,7 @@ from PIL import Image
 
 import transferkit
 import transferkit.layers  # noqa: F401  (registers the layers saved models use)
-from conftest import stripe_images
+from conftest import cli, stripe_images
 from transferkit.data.sources import from_arrays
 from transferkit.strategies import Context
 from transferkit.training.callbacks import interruptible
@@ -47,13 +47,11 @@ def _wait_for_epoch(tmp_path, process, epoch, timeout=240):
 
 
 def _resume(tmp_path, run_dir):
-    return subprocess.run([sys.executable, "-m", "transferkit", "run", "--resume", str(run_dir), "--quiet"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    return cli("run", "--resume", run_dir, "--quiet", cwd=tmp_path)
 
 
 def _runs(out):
-    listed = subprocess.run([sys.executable, "-m", "transferkit", "runs", "--out", str(out), "--json"],
-                            capture_output=True, text=True, timeout=60)
+    listed = cli("runs", "--out", out, "--json", cwd=out)
     assert listed.returncode == 0, listed.stderr
     return json.loads(listed.stdout)
 
@@ -205,8 +203,7 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_weights(t
         np.testing.assert_allclose(kept, good, rtol=1e-6)
     assert np.isfinite(model.predict(stripe_images(4)[0].astype("float32"), verbose=0)).all()
     # a failed run is not used by mistake: evaluate says what happened, in one line
-    evaluated = subprocess.run([sys.executable, "-m", "transferkit", "evaluate", str(run_dir)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    evaluated = cli("evaluate", run_dir, cwd=tmp_path)
     assert evaluated.returncode == 2 and "Traceback" not in evaluated.stderr, evaluated.stderr
     assert "status: failed" in evaluated.stderr
 
@@ -227,8 +224,7 @@ def test_an_unfinished_run_cannot_be_used_and_says_how_to_finish_it(tmp_path, co
     (run_dir / "recipe.yaml").write_text("name: demo\n")
     (run_dir / "run.json").write_text(json.dumps({"status": "running", "epoch": 3}))
     Image.fromarray(stripe_images(1)[0][0]).save(tmp_path / "x.png")
-    out = subprocess.run([sys.executable, "-m", "transferkit", *[part.format(run=run_dir) for part in command]],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    out = cli(*[part.format(run=run_dir) for part in command], cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     assert f"has not completed (status: running); finish it with: transferkit run --resume {run_dir}" in out.stderr
     assert "Traceback" not in out.stderr

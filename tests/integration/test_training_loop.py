@@ -1,13 +1,12 @@
 """The training loop in whole runs: early stopping's saved model, gradual unfreezing, learning_rate auto, lr-find."""
 import json
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
 import transferkit
+from conftest import cli
 from transferkit.runs import read_history
 
 TINY = ["image_size=32", "head.units=16", "batch_size=16", "base_blocks=null", "data.per_class=null"]
@@ -52,10 +51,9 @@ def test_learning_rate_auto_trains_at_the_range_tests_suggestion(tmp_path, strip
 
 
 def test_lr_find_command_prints_a_suggestion_and_writes_its_plot(tmp_path, photos):
-    out = subprocess.run([sys.executable, "-m", "transferkit", "lr-find", str(photos), "--strategy", "frozen_augment",
-                          "--set", "image_size=32", "--set", "backbone=vgg16", "--set", "weights=hed-bsds500",
-                          "--set", "base_blocks=2", "--lr", "1e-5,1", "--out", str(tmp_path)],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    out = cli("lr-find", photos, "--strategy", "frozen_augment", "--set", "image_size=32", "--set", "backbone=vgg16",
+              "--set", "weights=hed-bsds500", "--set", "base_blocks=2", "--lr", "1e-5,1", "--out", tmp_path,
+              cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "suggested learning rate" in out.stdout
     plot = next(tmp_path.glob("*-lr-find-*.png"))
@@ -63,6 +61,5 @@ def test_lr_find_command_prints_a_suggestion_and_writes_its_plot(tmp_path, photo
     assert saved["stage"] == "head" and len(saved["rates"]) > 20 and saved["suggestion"] in saved["rates"]
     assert saved["rates"][0] == pytest.approx(1e-5) and max(saved["rates"]) <= 1  # the --lr sweep
     for args, message in ((["--stage", "nope"], "no stage 'nope'"), (["--lr", "1,1e-3"], "0 < START < END")):
-        bad = subprocess.run([sys.executable, "-m", "transferkit", "lr-find", str(photos), *args],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        bad = cli("lr-find", photos, *args, cwd=tmp_path)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
