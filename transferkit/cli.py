@@ -169,6 +169,10 @@ def run(recipe, resume, strategy, backbone, weights, epochs, image_size, lr, bat
     click.echo(f"  test accuracy  {m['test_accuracy']:.4f}   (loss {m['test_loss']:.4f})")
     if m["best_val_accuracy"] is not None:
         click.echo(f"  best val acc   {m['best_val_accuracy']:.4f}")
+    calibration = m["calibration"]
+    click.echo(f"  calibration    temperature {calibration['temperature']:.3f}, test ECE "
+               f"{calibration['ece_test_before']:.4f} -> {calibration['ece_test']:.4f}" if calibration["temperature"]
+               else f"  calibration    none: {calibration['not_calibrated']}")
     click.echo(f"  parameters     {m['trainable_params']:,} trainable of {m['total_params']:,}")
     click.echo(f"  wall time      {m['wall_time_s']:.1f} s   ({m['precision']})")
     click.echo(f"  run directory  {result.run_dir}")
