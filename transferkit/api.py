@@ -23,6 +23,7 @@ from transferkit.runs import (PeakMemory, RunTracker, history_csv, new_run_dir, 
                               save_predictions, write_atomic, write_json)
 from transferkit.strategies import STRATEGIES, Context
 from transferkit.summary import run_summary
+from transferkit.temperature import calibrate
 from transferkit.training.callbacks import NonFiniteLoss, interruptible
 from transferkit.strategies.runtime import (distribution, float32_model, precision, resolve_precision,
                                             scaled_for_replicas, scope)
@@ -341,9 +342,15 @@ def run_resolved(recipe, splits, out="runs", verbose=2, run_dir=None, probes=Non
 
 
 def _finish(ctx, trained, tracker, peak_rss_mb):
-    """Evaluate on the test split, write the model, history, curves and metrics; mark the run completed."""
+    """Calibrate the model on the validation split (:func:`~transferkit.temperature.calibrate`), evaluate it on
+    the test split, write the model, predictions, history, curves and metrics; mark the run completed."""
     recipe, splits, run_dir = ctx.recipe, ctx.splits, tracker.run_dir
+    val_labels, val_probabilities = predict_split(trained.model, ctx.data("val"))
     labels, probabilities = predict_split(trained.model, ctx.data("test"))
+    # temperature scaling folded into the model's softmax layer: what is saved, exported and measured below
+    calibration, val_probabilities, probabilities = calibrate(
+        trained.model, (val_labels, val_probabilities), (labels, probabilities),
+        lambda: predict_split(trained.model, ctx.data("test"))[1], enabled=recipe.calibrate)
     test = classification_report(labels, probabilities, splits.class_names)
     epoch_seconds = sum(row.get("seconds", 0.0) for row in trained.history)
     trainable, total = _parameters(trained.model)
@@ -362,6 +369,7 @@ def _finish(ctx, trained, tracker, peak_rss_mb):
         "per_class_accuracy": {name: c["recall"] for name, c in test["per_class"].items()},
         "per_class": test["per_class"],
         "confusion_matrix": test["confusion_matrix"],
+        "calibration": calibration,
         "best_val_accuracy": max(val_accuracies) if val_accuracies else None,
         "stages": ctx.stage_log,
         "epochs": len(trained.history),
@@ -376,7 +384,7 @@ def _finish(ctx, trained, tracker, peak_rss_mb):
         **{k: v for k, v in trained.info.items() if k != "baseline"},
     }
     save_model(trained.model, run_dir / "model.keras")
-    save_predictions(run_dir, labels, probabilities, *predict_split(trained.model, ctx.data("val")))
+    save_predictions(run_dir, labels, probabilities, val_labels, val_probabilities)
     write_atomic(run_dir / "history.csv", history_csv(trained.history))
     if trained.history:
         plot_history(trained.history, run_dir / "curves.png", f"{recipe.name}: {recipe.strategy}")

@@ -84,6 +84,27 @@ class _Sweep(click.ParamType):
         return start, end
 
 
+STORED = "stored"  # --reject without a value: the threshold the source stores
+
+
+class _Probability(click.ParamType):
+    """A probability threshold: a number from 0 to 1."""
+
+    name = "THRESHOLD"
+
+    def convert(self, value, param, ctx):
+        if value == STORED:
+            return value
+        try:
+            threshold = float(value)
+        except (TypeError, ValueError):
+            threshold = -1.0
+        if not 0 <= threshold <= 1:
+            self.fail(f"{value!r} is not a probability from 0 to 1 (put --reject after the images, or give it "
+                      f"a number)", param, ctx)
+        return threshold
+
+
 def _strategies():
     """The registered strategies' names, from the catalog snapshot (no TensorFlow at import)."""
     from transferkit.listing import listing
@@ -148,6 +169,10 @@ def run(recipe, resume, strategy, backbone, weights, epochs, image_size, lr, bat
     click.echo(f"  test accuracy  {m['test_accuracy']:.4f}   (loss {m['test_loss']:.4f})")
     if m["best_val_accuracy"] is not None:
         click.echo(f"  best val acc   {m['best_val_accuracy']:.4f}")
+    calibration = m["calibration"]
+    click.echo(f"  calibration    temperature {calibration['temperature']:.3f}, test ECE "
+               f"{calibration['ece_test_before']:.4f} -> {calibration['ece_test']:.4f}" if calibration["temperature"]
+               else f"  calibration    none: {calibration['not_calibrated']}")
     click.echo(f"  parameters     {m['trainable_params']:,} trainable of {m['total_params']:,}")
     click.echo(f"  wall time      {m['wall_time_s']:.1f} s   ({m['precision']})")
     click.echo(f"  run directory  {result.run_dir}")
@@ -227,8 +252,11 @@ def runs_(out, as_json):
 @click.argument("images", nargs=-1, required=True)
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="Labels per image.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@click.option("--reject", type=_Probability(), is_flag=False, flag_value=STORED, metavar="[THRESHOLD]",
+              help="Answer unknown when the top probability is below THRESHOLD (default: the one SOURCE stores, "
+                   "chosen on its validation split); put it after the images or give it a number.")
 @_friendly
-def predict_(source, images, top_k, as_json):
+def predict_(source, images, top_k, as_json, reject):
     """Classify IMAGES (files, or folders of them, searched recursively) with SOURCE: a run directory or an
     export (SavedModel, Keras, TFLite or ONNX: its folder or its model file)."""
     import json
@@ -237,6 +265,7 @@ def predict_(source, images, top_k, as_json):
     from transferkit.predict import image_files, load, read_image
 
     predictor = load(source)
+    threshold = None if reject is None else predictor.threshold(None if reject == STORED else reject)
     images = image_files(images)
     readable, results = [], {}
     for path in images:
@@ -246,8 +275,11 @@ def predict_(source, images, top_k, as_json):
             click.echo(f"error: {err}", err=True)
             results[path] = {"image": path, "error": str(err)}
     probabilities = predictor.predict([array for _, array in readable])
-    for (path, _), top in zip(readable, predictor.top_k(probabilities, top_k)):
+    answered = predictor.answers(probabilities, threshold) if threshold is not None else [None] * len(readable)
+    for (path, _), top, answer in zip(readable, predictor.top_k(probabilities, top_k), answered):
         results[path] = {"image": path, "predictions": [{"label": label, "probability": p} for label, p in top]}
+        if threshold is not None:
+            results[path].update(answer=answer, reject_threshold=threshold)
     ordered = [results[path] for path in images]
     if as_json:
         click.echo(json.dumps(ordered, indent=2))
@@ -255,6 +287,8 @@ def predict_(source, images, top_k, as_json):
         for result in ordered:
             if "predictions" in result:
                 answers = "  ".join(f"{p['label']} {p['probability']:.4f}" for p in result["predictions"])
+                if result.get("answer") == "unknown":
+                    answers = f"unknown (top probability below {threshold:.4f}: {answers})"
                 click.echo(f"{result['image']}: {answers}")
     if len(readable) < len(images):
         sys.exit(2)

@@ -3,8 +3,8 @@
 Every export is written to a staging folder, reloaded with its own runtime and compared with the
 in-memory model on sample images, then measured on the run's test split (accuracy next to the in-memory
 model's, size, latency per image); only an artifact within tolerance and within ``max_accuracy_drop``
-replaces ``out``, with an ``export.json`` manifest (format, files, class names, image size, the measured
-difference and the measurements).
+replaces ``out``, with an ``export.json`` manifest (format, files, class names, image size, the run's
+temperature and rejection threshold, the measured difference and the measurements).
 
 (Named ``exporters``, not ``export``: a ``transferkit.export`` submodule, once imported, would hide the
 :func:`export` function that ``import transferkit`` offers as ``transferkit.export``.)
@@ -32,7 +32,7 @@ from transferkit.data.pipeline import resize
 from transferkit.errors import TransferkitError
 from transferkit.evaluation import evaluation_data
 from transferkit.measure import check_accuracy_drop, measure_export
-from transferkit.predict import KerasPredictor, ONNXPredictor, TFLitePredictor, load
+from transferkit.predict import NOT_STORED, KerasPredictor, ONNXPredictor, TFLitePredictor, load
 from transferkit.quantize import configure, quantization_for
 from transferkit.registry import Registry
 from transferkit.runs import save_model, write_atomic, write_json
@@ -50,16 +50,18 @@ class ServingModule(tf.Module):
     of JPEG/PNG/BMP/GIF bytes; both resize like training (``data.resize``) and return ``probabilities``
     and ``class_name``. ``serve_resized`` takes float32 images (0-255) already at ``image_size`` and
     returns ``probabilities`` (the TFLite and ONNX graphs). ``metadata`` returns the class names,
-    image size and resize mode, which travel inside the artifact as variables.
+    image size and resize mode, which travel inside the artifact as variables. ``calibration`` (the run's
+    temperature, already in the weights, and rejection threshold) goes into ``labels.json``.
 
     Example:
         >>> module = ServingModule(model, ["cat", "dog"], 150, "squash")
         >>> module.serve_images(tf.zeros((1, 300, 200, 3), tf.uint8))["class_name"]
     """
 
-    def __init__(self, model, class_names, image_size, resize_mode):
+    def __init__(self, model, class_names, image_size, resize_mode, calibration=NOT_STORED):
         super().__init__(name="transferkit_classifier")
         self.model = model
+        self.calibration = dict(calibration)
         self.class_names = tf.Variable(list(class_names), trainable=False, name="class_names")
         self.image_size = tf.Variable(image_size, trainable=False, dtype=tf.int32, name="image_size")
         self.resize_mode = tf.Variable(resize_mode, trainable=False, name="resize")
@@ -141,7 +143,7 @@ def _diff(actual, expected):
 
 def _labels(module, **extra):
     return {"class_names": list(module.names), "image_size": module.size, "resize": module.mode,
-            "input": module.input_note, **extra}
+            "input": module.input_note, **module.calibration, **extra}
 
 
 @FORMATS.register("savedmodel")
@@ -353,7 +355,8 @@ def export(run_dir, format="savedmodel", out=None, *, data=None, max_accuracy_dr
     tolerance = None if quantization else TOLERANCE[format]
     staging = _staging(out)
     try:
-        module = ServingModule(predictor.model, predictor.class_names, predictor.image_size, predictor.resize)
+        module = ServingModule(predictor.model, predictor.class_names, predictor.image_size, predictor.resize,
+                               predictor.calibration)
         samples = make_samples(predictor)
         diff, interface = exporter(module, staging, samples, **({"quantization": quantization} if quantize else {}))
         if tolerance is not None and not diff <= tolerance:
@@ -367,6 +370,7 @@ def export(run_dir, format="savedmodel", out=None, *, data=None, max_accuracy_dr
             "class_names": list(predictor.class_names),
             "image_size": predictor.image_size,
             "resize": predictor.resize,
+            **predictor.calibration,
             "interface": interface,
             **({"quantization": quantization.manifest()} if quantization else {}),
             "parity": {"max_abs_diff": diff, "tolerance": tolerance, "sample_images": len(samples.raw)},

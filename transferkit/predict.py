@@ -21,6 +21,7 @@ import tensorflow as tf
 from PIL import Image
 
 import transferkit.layers  # noqa: F401  (registers the layers saved models hold, for loading)
+from transferkit.calibration import accepted
 from transferkit.console import native_stderr_silenced
 from transferkit.data.images import IMAGE_SUFFIXES, check_bytes, pil_rgb
 from transferkit.data.pipeline import resize
@@ -29,6 +30,8 @@ from transferkit.errors import TransferkitError
 from transferkit.recipes import load_recipe
 
 CROP_FRACTION = 0.875
+UNKNOWN = "unknown"  # the answer below the rejection threshold
+NOT_STORED = {"temperature": None, "reject_threshold": None}
 TTA_VIEWS = ("original", "flip", "center", "top_left", "top_right", "bottom_left", "bottom_right",
              "flip_center", "flip_top_left", "flip_top_right", "flip_bottom_left", "flip_bottom_right")
 
@@ -175,6 +178,7 @@ class Predictor:
         self.class_names = tuple(class_names)
         self.image_size = int(image_size)
         self.resize = resize_mode
+        self.calibration = dict(NOT_STORED)  # what load() finds stored: see stored_calibration
 
     @property
     def labels(self):
@@ -208,6 +212,33 @@ class Predictor:
         probabilities = np.atleast_2d(probabilities)
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
         return [[(self.class_names[i], float(row[i])) for i in top] for row, top in zip(probabilities, order)]
+
+    def threshold(self, value=None):
+        """The rejection threshold: ``value``, or else the one stored with the model (chosen on its run's
+        validation split to keep 95% of the right answers); a one-line error if neither.
+
+        Example:
+            >>> predictor.threshold(), predictor.threshold(0.9)
+            (0.6132, 0.9)
+        """
+        if value is None:
+            value = self.calibration["reject_threshold"]
+        if value is None:
+            raise TransferkitError(f"{self.path} stores no rejection threshold (a run from before calibration, or "
+                                   f"no correct validation answer): pass one, e.g. --reject 0.8 (threshold=0.8)")
+        return float(value)
+
+    def answers(self, probabilities, threshold=None):
+        """The top class name of each row of ``probabilities``, or ``"unknown"`` where its probability is below
+        ``threshold`` (given, or the stored one: :meth:`threshold`).
+
+        Example:
+            >>> predictor.answers(predictor.predict(["boot.png", "noise.png"]))
+            ['ankle_boot', 'unknown']
+        """
+        probabilities = np.atleast_2d(probabilities)
+        known = accepted(probabilities, self.threshold(threshold))
+        return [self.class_names[i] if ok else UNKNOWN for i, ok in zip(probabilities.argmax(axis=1), known)]
 
     def predict_resized(self, images, tta=1, flips=True):
         """Probabilities for one batch of images already resized to ``image_size`` (float, RGB 0-255),
@@ -366,9 +397,28 @@ def load_keras_model(path):
 FILE_FORMATS = {".tflite": TFLitePredictor, ".onnx": ONNXPredictor}
 
 
+def stored_calibration(folder):
+    """``{"temperature": T, "reject_threshold": t}`` as the run directory or export in ``folder`` stores them: a
+    run in its ``metrics.json`` (``calibration``), an export in its ``export.json`` or ``labels.json``; None for
+    what is not stored (a run from before calibration). ``T`` is already folded into the model's weights.
+
+    Example:
+        >>> stored_calibration(Path("runs/demo-finetune-20261123-171500/export/tflite"))
+        {'temperature': 1.74, 'reject_threshold': 0.6132}
+    """
+    folder = Path(folder)
+    for name in ("metrics.json", "export.json", "labels.json"):
+        if (folder / name).is_file():
+            stored = json.loads((folder / name).read_text())
+            stored = (stored.get("calibration") or {}) if name == "metrics.json" else stored
+            return {key: stored.get(key) for key in NOT_STORED}
+    return dict(NOT_STORED)
+
+
 def load(path):
     """A :class:`Predictor` for a run directory or an export: SavedModel, Keras, TFLite or ONNX (its folder,
-    or its ``.keras``, ``.tflite`` or ``.onnx`` file).
+    or its ``.keras``, ``.tflite`` or ``.onnx`` file). Its ``calibration`` is what the source stores
+    (:func:`stored_calibration`), the rejection threshold :meth:`Predictor.answers` uses among it.
 
     Example:
         >>> predictor = transferkit.load("runs/demo-finetune-20261123-171500")
@@ -377,7 +427,12 @@ def load(path):
         >>> transferkit.load("runs/demo-finetune-20261123-171500/export/tflite").runtime
         'tf.lite.Interpreter (tensorflow 2.21.0)'
     """
-    path = Path(path)
+    predictor = _load(Path(path))
+    predictor.calibration = stored_calibration(predictor.path)
+    return predictor
+
+
+def _load(path):
     if path.is_file() and path.suffix in FILE_FORMATS:
         return FILE_FORMATS[path.suffix](path)
     if path.is_file() and path.suffix == ".keras":

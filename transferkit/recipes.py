@@ -233,6 +233,7 @@ class Recipe(_Section):
     jit_compile: bool = False
     deterministic: bool = False  # TensorFlow op determinism: bit-for-bit repeatable runs, a little slower
     distribute: Literal["none", "mirrored", "multiworker"] = "none"
+    calibrate: bool = True  # temperature scaling fitted on the validation split, folded into the saved model
     head: HeadConfig = HeadConfig()
     augment: AugmentConfig = AugmentConfig()
     feature_extraction: FeatureExtractionConfig = FeatureExtractionConfig(epochs=30)

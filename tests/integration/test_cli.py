@@ -37,6 +37,7 @@ def test_run_demo_finetune_offline_from_another_directory_writes_a_run_directory
     assert metrics["num_examples"] == {"train": 50, "val": 200, "test": 300}  # the demo: 5, 20, 30 per class
     assert metrics["backbone"] == "efficientnet_lite0" and metrics["weights"] == "imagenet"
     assert metrics["test_accuracy"] > 0.3  # ten classes: chance is 0.1
+    assert f"calibration    temperature {metrics['calibration']['temperature']:.3f}, test ECE" in out.stdout
 
 
 @pytest.mark.parametrize("args, message", [
