@@ -206,8 +206,9 @@ def explain_image(path, image_path, class_name=None, out=None, layer=None):
     return save_figure(fig, out)
 
 
-def image_grid(tiles, titles, path, suptitle, cmap=None, cols=8):
-    r"""A PNG grid of images, each with its title (several lines are fine), at ``path``.
+def image_grid(tiles, titles, path, suptitle, cmap=None, cols=8, cell=1.6):
+    r"""A PNG grid of images, each with its title (several lines are fine), at ``path``; ``cell`` is the width
+    of each image in inches.
 
     Example:
         >>> image_grid([image_a, image_b], ["cat\nloss 2.3", "dog\nloss 1.9"], "grid.png", "top losses")
@@ -220,7 +221,8 @@ def image_grid(tiles, titles, path, suptitle, cmap=None, cols=8):
     cols = max(1, min(cols, len(tiles)))
     rows = -(-len(tiles) // cols)
     lines = max([title.count("\n") + 1 for title in titles] or [1])
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, (1.55 + 0.15 * lines) * rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, (cell - 0.05 + 0.15 * lines) * rows + 0.4),
+                             squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, tile, title in zip(axes.flat, tiles, titles):

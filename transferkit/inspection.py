@@ -151,10 +151,10 @@ def inspect_run(run_dir, top=9, out=None):
     pairs = most_confused(labels, probabilities, class_names)
     out = Path(out) if out else run_dir / "inspect"
     out.mkdir(parents=True, exist_ok=True)
-    titles = [f"{row['file'][-24:]}\npredicted {row['predicted']} {row['p_predicted']:.2f}\n"
+    titles = [f"{row['file'][-30:]}\npredicted {row['predicted']} {row['p_predicted']:.2f}\n"
               f"actual {row['actual']} {row['p_actual']:.2f}\nloss {row['loss']:.2f}" for row in rows]
     image_grid([images[i] for i in worst], titles, out / "top_losses.png",
-               f"{run_dir.name}: the {len(rows)} test images with the highest loss", cols=min(5, max(1, len(rows))))
+               f"{run_dir.name}: the {len(rows)} test images with the highest loss", cols=5, cell=2.2)
     write_atomic(out / "top_losses.csv", _csv(list(rows[0]) if rows else ["index"], [r.values() for r in rows]))
     write_atomic(out / "confused.csv", _csv(["actual", "predicted", "count"], pairs))
     plot_confused(pairs, out / "confused.png", f"{run_dir.name}: most confused of {len(labels)} test images")
