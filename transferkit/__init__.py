@@ -19,6 +19,7 @@ _EXPORTS = {
     "load_data": "transferkit.data.sources", "TransferkitError": "transferkit.errors",
     "Recipe": "transferkit.recipes", "list_recipes": "transferkit.recipes", "load_recipe": "transferkit.recipes",
     "load": "transferkit.predict", "export": "transferkit.exporters", "lr_find": "transferkit.finder",
+    "inspect_run": "transferkit.inspection", "audit_data": "transferkit.data.audit",
 }
 _SUBMODULES = ("explain", "serve")  # as modules: transferkit.explain.grad_cam, transferkit.serve.make_server
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])

@@ -349,7 +349,7 @@ def serve(source, port, host, name, max_bytes):
 
 @main.group()
 def data():
-    """Check a data set before training, and preview its augmentation."""
+    """Check a data set before training, audit it for near-duplicates and label issues, preview its augmentation."""
 
 
 @data.command("check")
@@ -387,6 +387,26 @@ def data_preview(recipe, out, count, overrides, data_dir):
     click.echo(f"wrote {path}: {count} training images, each followed by 5 augmented copies")
 
 
+@data.command("audit")
+@click.argument("source", metavar="DIR_OR_RECIPE")
+@click.option("--backbone", help="The backbone whose features are compared (default: the recipe's; auto: the best "
+                                 "linear probe).")
+@click.option("--out", default="audit", show_default=True, help="Folder for audit.csv and audit.png.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a recipe key: image_size=96.")
+@click.option("--data-dir", help="Folder of prepared tfds data (else TFDS_DATA_DIR or ~/tensorflow_datasets).")
+@_friendly
+def data_audit(source, backbone, out, overrides, data_dir):
+    """Near-duplicates across splits and label-issue candidates in DIR_OR_RECIPE (a folder of images or a
+    recipe), from a backbone's features: a CSV and a grid of what it flags (needs transferkit[audit])."""
+    from transferkit.data.audit import audit_data, need_cleanlab
+
+    need_cleanlab()
+    report = audit_data(source, backbone=backbone, out=out, overrides=overrides, data_dir=data_dir)
+    click.echo(report.format())
+    for path in report.files:
+        click.echo(f"wrote {path}")
+
+
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True))
 @click.argument("image", type=click.Path())
@@ -399,6 +419,29 @@ def explain(run_dir, image, class_name, layer, out):
     from transferkit.explain import explain_image
 
     click.echo(f"wrote {explain_image(run_dir, image, class_name=class_name, out=out, layer=layer)}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--top", type=click.IntRange(min=1), default=9, show_default=True, help="Test images shown.")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for the PNGs and CSVs (default: RUN_DIR/inspect).")
+@_friendly
+def inspect(run_dir, top, out):
+    """The test images of RUN_DIR with the highest loss (a grid: image, predicted, actual, loss, probability)
+    and the class pairs its model confuses most, as fastai's plot_top_losses and most_confused."""
+    from transferkit.inspection import inspect_run
+
+    found = inspect_run(run_dir, top=top, out=out)
+    click.echo(f"highest losses of {found['test_images']} test images:")
+    for row in found["top_losses"]:
+        click.echo(f"  loss {row['loss']:.3f}  {row['file']}: predicted {row['predicted']} {row['p_predicted']:.3f}, "
+                   f"actual {row['actual']} {row['p_actual']:.3f}")
+    pairs = found["confused"]
+    click.echo("most confused (actual -> predicted):" if pairs else "no test image misclassified")
+    for pair in pairs[:10]:
+        click.echo(f"  {pair['actual']} -> {pair['predicted']}: {pair['count']}")
+    for path in found["files"]:
+        click.echo(f"wrote {path}")
 
 
 @main.group()

@@ -98,15 +98,14 @@ def _array_data(images, labels, class_names):
 _PASS_FOLDER = "pass a folder of class subfolders: data=FOLDER in Python, --data FOLDER on the command line"
 
 
-def run_split(run_dir, split, class_names, instead=_PASS_FOLDER):
-    """The ``split`` (train, val or test) of the run in ``run_dir``, re-loaded from its ``recipe.yaml`` and
-    checked to hold the classes and counts the run saw, and a line saying what it is. ``instead`` ends the
-    one-line error when it cannot be re-loaded (a run on arrays given in Python, data moved or changed).
+def run_splits(run_dir, class_names, instead=_PASS_FOLDER):
+    """The :class:`~transferkit.data.sources.Splits` of the run in ``run_dir``, re-loaded from its
+    ``recipe.yaml`` and checked to hold ``class_names`` and the counts the run saw. ``instead`` ends the one-line
+    error when they cannot be re-loaded (a run on arrays given in Python, data moved or changed).
 
     Example:
-        >>> dataset, described = run_split(Path("runs/demo-finetune-20261123-171500"), "train", names)
-        >>> described
-        "train split of recipe 'demo' (sample)"
+        >>> run_splits(Path("runs/demo-finetune-20261123-171500"), names).counts
+        {'train': 50, 'val': 200, 'test': 300}
     """
     recipe = load_recipe(str(run_dir / "recipe.yaml"))
     if recipe.data.source == "arrays":
@@ -120,6 +119,20 @@ def run_split(run_dir, split, class_names, instead=_PASS_FOLDER):
     if splits.class_names != tuple(class_names) or splits.counts != counts:
         raise TransferkitError(f"the data {run_dir.name}'s recipe loads now are not the data it was trained on "
                                f"(other classes or counts): {instead}")
+    return splits
+
+
+def run_split(run_dir, split, class_names, instead=_PASS_FOLDER):
+    """The ``split`` (train, val or test) of the run in ``run_dir`` (see :func:`run_splits`) and a line saying
+    what it is.
+
+    Example:
+        >>> dataset, described = run_split(Path("runs/demo-finetune-20261123-171500"), "train", names)
+        >>> described
+        "train split of recipe 'demo' (sample)"
+    """
+    splits = run_splits(run_dir, class_names, instead)
+    recipe = load_recipe(str(run_dir / "recipe.yaml"))
     return splits.datasets[split], f"{split} split of recipe '{recipe.name}' ({recipe.data.source})"
 
 

@@ -206,15 +206,23 @@ def explain_image(path, image_path, class_name=None, out=None, layer=None):
     return save_figure(fig, out)
 
 
-def _grid(tiles, titles, path, suptitle, cmap=None):
+def image_grid(tiles, titles, path, suptitle, cmap=None, cols=8, cell=1.6):
+    r"""A PNG grid of images, each with its title (several lines are fine), at ``path``; ``cell`` is the width
+    of each image in inches.
+
+    Example:
+        >>> image_grid([image_a, image_b], ["cat\nloss 2.3", "dog\nloss 1.9"], "grid.png", "top losses")
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = min(8, len(tiles))
+    cols = max(1, min(cols, len(tiles)))
     rows = -(-len(tiles) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.7 * rows + 0.4), squeeze=False)
+    lines = max([title.count("\n") + 1 for title in titles] or [1])
+    fig, axes = plt.subplots(rows, cols, figsize=(cell * cols, (cell - 0.05 + 0.15 * lines) * rows + 0.4),
+                             squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, tile, title in zip(axes.flat, tiles, titles):
@@ -240,7 +248,7 @@ def save_activations(path, image_path, layers=None, out_dir=None, channels=16):
     written = []
     for name, maps in activations(predictor.model, image, layers).items():
         count = min(channels, maps.shape[-1])
-        written.append(_grid([maps[..., i] for i in range(count)], [f"#{i}" for i in range(count)],
+        written.append(image_grid([maps[..., i] for i in range(count)], [f"#{i}" for i in range(count)],
                              out_dir / f"{Path(image_path).stem}.{name}.png",
                              f"{name}: {count} of {maps.shape[-1]} channels", cmap="viridis"))
     return written
@@ -255,4 +263,4 @@ def save_filter_patterns(path, layer, out=None, filters=16, steps=30):
     predictor = _keras_predictor(path)
     patterns = filter_patterns(predictor.model, layer, filters=filters, steps=steps)
     out = Path(out) if out else Path(predictor.path) / "explain" / f"filters.{layer}.png"
-    return _grid(list(patterns), [f"filter {i}" for i in range(len(patterns))], out, f"{layer}: filter patterns")
+    return image_grid(list(patterns), [f"filter {i}" for i in range(len(patterns))], out, f"{layer}: filter patterns")

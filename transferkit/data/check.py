@@ -159,6 +159,13 @@ def check_data(config, seed=42):
     return _check_folder(config, seed) if config.source == "folder" else _check_decoded(config, seed)
 
 
+def refuse_missing_folder(source):
+    """A one-line error for a ``source`` that names a path (it has a ``/``) but neither a folder nor a YAML file,
+    rather than "unknown recipe"."""
+    if "/" in str(source) and not Path(source).is_dir() and Path(source).suffix not in (".yaml", ".yml"):
+        raise TransferkitError(f"folder not found: {source}")
+
+
 def recipe_for(source, overrides=(), data_dir=None):
     """The recipe that ``transferkit data`` commands work on: a shipped recipe name, a YAML path, or a folder
     of images (default settings, ``data.source: folder``); ``overrides`` as ``--set`` takes them.
@@ -170,7 +177,7 @@ def recipe_for(source, overrides=(), data_dir=None):
     recipe = source
     if Path(source).is_dir():
         recipe = Recipe(name=Path(source).resolve().name, data=DataConfig(source="folder", path=str(source)))
-    elif "/" in str(source) and Path(source).suffix not in (".yaml", ".yml"):
-        raise TransferkitError(f"folder not found: {source}")
+    else:
+        refuse_missing_folder(source)
     overrides = [*overrides, f"data.data_dir={data_dir}"] if data_dir else list(overrides)
     return load_recipe(recipe, overrides)

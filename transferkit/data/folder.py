@@ -168,4 +168,5 @@ def folder_source(config, seed):
     per_class = {s: label_counts([label for _, label in pairs[s]], num_classes) for s in SPLIT_NAMES}
     check_classes(counts, listing.class_names, per_class["train"])  # also after unreadable files are skipped
     datasets = {s: files_dataset(pairs[s], [checks[p] for p, _ in pairs[s]]) for s in SPLIT_NAMES}
-    return Splits(datasets, counts, listing.class_names, _fingerprint(pairs, checks, listing.root), per_class)
+    files = {s: [str(Path(p).relative_to(listing.root)) for p, _ in pairs[s]] for s in SPLIT_NAMES}
+    return Splits(datasets, counts, listing.class_names, _fingerprint(pairs, checks, listing.root), per_class, files)

@@ -31,6 +31,8 @@ class Splits:
         fingerprint: a digest of the data, so caches know when the data changed.
         class_counts: split name -> images per class, when the source knows them without reading the images
             (see :func:`class_counts`).
+        files: split name -> the file of each image (relative to the data folder), in order, for a folder
+            source; see :meth:`names`.
 
     Example:
         >>> splits = from_arrays(load_sample())
@@ -43,6 +45,7 @@ class Splits:
     class_names: tuple
     fingerprint: str
     class_counts: Optional[dict] = None
+    files: Optional[dict] = None
 
     def __post_init__(self):
         missing = [name for name in SPLIT_NAMES if name not in self.datasets or name not in self.counts]
@@ -62,6 +65,17 @@ class Splits:
     def num_classes(self):
         """Number of classes."""
         return len(self.class_names)
+
+    def names(self, split):
+        """A name for each image of ``split``, in order: its file for a folder source, else ``#index``.
+
+        Example:
+            >>> load_data(DataConfig(source="folder", path="photos")).names("test")[:2]
+            ['cat/3.jpg', 'dog/7.jpg']
+        """
+        if self.files:
+            return list(self.files[split])
+        return [f"#{index}" for index in range(self.counts[split])]
 
 
 def rgb_uint8(images, top=None):
