@@ -120,7 +120,8 @@ def inspect_run(run_dir, top=9, out=None):
     images in the same order: same labels, same answers from the model on the images shown).
 
     Writes ``top_losses.png`` (image, predicted and actual class with their probabilities, loss),
-    ``top_losses.csv``, ``confused.csv`` and ``confused.png`` to ``out`` (default ``RUN_DIR/inspect``).
+    ``top_losses.csv``, ``confused.csv``, ``confused.png`` and ``report.html`` (the two pictures and both tables,
+    self-contained) to ``out`` (default ``RUN_DIR/inspect``).
 
     Example:
         >>> found = inspect_run("runs/photos-finetune-20261202-101500", top=4)
@@ -160,5 +161,31 @@ def inspect_run(run_dir, top=9, out=None):
     plot_confused(pairs, out / "confused.png", f"{run_dir.name}: most confused of {len(labels)} test images")
     found = {"run_dir": str(run_dir), "test_images": len(labels), "top_losses": rows,
              "confused": [{"actual": a, "predicted": p, "count": n} for a, p, n in pairs],
-             "files": [str(out / name) for name in ("top_losses.png", "top_losses.csv", "confused.csv", "confused.png")]}
+             "files": [str(out / name) for name in ("top_losses.png", "top_losses.csv", "confused.csv", "confused.png",
+                                                    "report.html")]}
+    write_atomic(out / "report.html", _report(found, out))
     return found
+
+
+def _report(found, out):
+    """One self-contained HTML page: the top-loss grid and its table, the confused pairs and their chart."""
+    import base64
+    import html
+
+    def table(rows):
+        if not rows:
+            return "<p>none</p>"
+        head = "".join(f"<th>{html.escape(str(key))}</th>" for key in rows[0])
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row.values()) + "</tr>"
+                       for row in rows)
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    def picture(name):
+        data = base64.b64encode((out / name).read_bytes()).decode()
+        return f'<img alt="{name}" src="data:image/png;base64,{data}">'
+
+    title = html.escape(f"{Path(found['run_dir']).name}: inspection of {found['test_images']} test images")
+    return (f"<!doctype html><meta charset=utf-8><title>{title}</title><style>body{{font-family:sans-serif;"
+            f"margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}"
+            f"img{{max-width:100%}}</style><h1>{title}</h1><h2>Highest loss</h2>{picture('top_losses.png')}"
+            f"{table(found['top_losses'])}<h2>Most confused</h2>{picture('confused.png')}{table(found['confused'])}")

@@ -52,6 +52,8 @@ def test_inspect_shows_the_test_images_with_the_highest_loss_and_the_confused_pa
     assert sum(int(r["count"]) for r in confused) == int(wrong.sum())
     for name in ("top_losses.png", "confused.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    page = (out / "report.html").read_text()  # self-contained: both pictures inside, the worst file listed
+    assert page.count("data:image/png;base64,") == 2 and rows[0]["file"] in page and "src=\"http" not in page
 
 
 def test_inspect_refuses_a_run_whose_test_images_changed(folder_run, photos, tmp_path):
