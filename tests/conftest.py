@@ -36,6 +36,24 @@ def cli(*args, cwd, env_extra=None):
     return subprocess.CompletedProcess(["transferkit", *args], result.exit_code, result.stdout, result.stderr)
 
 
+def tiny_run(root, data, epochs=4, head_units=16, **kwargs):
+    """A short feature-extraction run of ``demo_hed`` (VGG16 hed-bsds500 blocks 1-2, 32 px, batch 16) on ``data``,
+    under ``root`` with its own feature cache, offline: for module and session fixtures, which the per-test
+    isolation does not reach. ``kwargs`` go to :func:`transferkit.run`.
+
+    Example:
+        >>> result = tiny_run(tmp_path_factory.mktemp("export"), stripes, class_names=("h", "v"))
+    """
+    import transferkit
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TRANSFERKIT_CACHE", str(root / "cache"))
+        env.setenv("TRANSFERKIT_OFFLINE", "1")
+        return transferkit.run("demo_hed", strategy="feature_extraction", data=data, out=root / "runs",
+                               image_size=32, epochs=epochs, verbose=0,
+                               overrides=[f"head.units={head_units}", "batch_size=16", "base_blocks=2"], **kwargs)
+
+
 def stripe_images(n, size=32, seed=0):
     """``n`` RGB uint8 images: class 0 has horizontal stripes, class 1 vertical ones (random phase, period, noise)."""
     import numpy as np
@@ -81,12 +99,4 @@ def photos(tmp_path_factory):
 def photos_run(tmp_path_factory, photos):
     """A tiny completed run on ``photos``: feature extraction on VGG16 (hed-bsds500) blocks 1-2 at 32 px, a few
     seconds of training. For tests that need some trained run (serving, loading), not a particular accuracy."""
-    import transferkit
-
-    root = tmp_path_factory.mktemp("photos_run")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("TRANSFERKIT_CACHE", str(root / "cache"))
-        env.setenv("TRANSFERKIT_OFFLINE", "1")
-        return transferkit.run("demo_hed", strategy="feature_extraction", data=str(photos), out=root / "runs",
-                               image_size=32, epochs=4, verbose=0,
-                               overrides=["head.units=16", "batch_size=16", "base_blocks=2"])
+    return tiny_run(tmp_path_factory.mktemp("photos_run"), str(photos))

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 import transferkit
-from conftest import cli as transferkit_cli
+from conftest import cli as transferkit_cli, tiny_run
 from transferkit.calibration import expected_calibration_error, scaled
 from transferkit.evaluation import classification_report
 from transferkit.runs import load_predictions
@@ -24,14 +24,8 @@ def calibrated(tmp_path_factory, stripes):
     validation split with wrong answers, which pins a temperature down (a perfect one would not)."""
     images, labels = stripes["val"]
     flipped = np.where(np.arange(len(labels)) < 4, 1 - labels, labels)
-    root = tmp_path_factory.mktemp("calibrated")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("TRANSFERKIT_CACHE", str(root / "cache"))
-        env.setenv("TRANSFERKIT_OFFLINE", "1")
-        return transferkit.run("demo_hed", strategy="feature_extraction", class_names=NAMES, out=root / "runs",
-                               data={"train": stripes["train"], "val": (images, flipped), "test": stripes["test"]},
-                               image_size=32, epochs=4, verbose=0,
-                               overrides=["head.units=16", "batch_size=16", "base_blocks=2"])
+    return tiny_run(tmp_path_factory.mktemp("calibrated"), {"train": stripes["train"], "val": (images, flipped),
+                                                             "test": stripes["test"]}, class_names=NAMES)
 
 
 @pytest.fixture(scope="module")

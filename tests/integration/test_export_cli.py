@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import transferkit
-from conftest import cli as transferkit_cli
+from conftest import cli as transferkit_cli, tiny_run
 
 NAMES = ("horizontal", "vertical")
 
@@ -29,12 +28,7 @@ def trained(tmp_path_factory, stripes):
     images = np.concatenate([stripes["train"][0], stripes["test"][0]])
     labels = np.concatenate([stripes["train"][1], stripes["test"][1]])
     _write_folder(root / "photos", images, labels)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("TRANSFERKIT_CACHE", str(root / "cache"))
-        env.setenv("TRANSFERKIT_OFFLINE", "1")
-        result = transferkit.run("demo_hed", strategy="feature_extraction", data=str(root / "photos"), out=root / "runs",
-                                 overrides=["head.units=16", "batch_size=16", "base_blocks=2", "image_size=32"], epochs=6, verbose=0)
-    return result
+    return tiny_run(root, str(root / "photos"), epochs=6)
 
 
 def test_export_then_predict_with_an_unreadable_file_among_good_ones(trained, stripes, tmp_path):

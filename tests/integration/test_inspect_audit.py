@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import transferkit
+from conftest import tiny_run
 from transferkit.cli import main
 from transferkit.inspection import losses
 from transferkit.predict import load
@@ -21,13 +22,7 @@ NAMES = ("horizontal", "vertical")  # the stripe photos' classes; the audit's bl
 @pytest.fixture(scope="module")
 def folder_run(tmp_path_factory, photos):
     """A short feature-extraction run on the folder of stripe PNGs (so its recipe re-loads its test split)."""
-    root = tmp_path_factory.mktemp("inspect")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("TRANSFERKIT_CACHE", str(root / "cache"))
-        env.setenv("TRANSFERKIT_OFFLINE", "1")
-        return transferkit.run("demo_hed", strategy="feature_extraction", data=str(photos), out=root / "runs",
-                               overrides=["head.units=8", "batch_size=16", "base_blocks=2", "image_size=32"],
-                               epochs=2, verbose=0)
+    return tiny_run(tmp_path_factory.mktemp("inspect"), str(photos), epochs=2, head_units=8)
 
 
 def test_inspect_shows_the_test_images_with_the_highest_loss_and_the_confused_pairs(folder_run, photos, tmp_path):

@@ -16,6 +16,7 @@ import tensorflow as tf
 from PIL import Image
 
 import transferkit
+from conftest import tiny_run
 from transferkit.data.pipeline import resize
 from transferkit.errors import TransferkitError
 from transferkit.evaluation import classification_report, evaluate_run
@@ -33,13 +34,7 @@ FORMATS = ("savedmodel", "keras", "tflite", "onnx")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, stripes):
     """A feature-extraction run on the stripes, on the first two VGG16 blocks (small and fast to export)."""
-    root = tmp_path_factory.mktemp("export")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("TRANSFERKIT_CACHE", str(root / "cache"))
-        env.setenv("TRANSFERKIT_OFFLINE", "1")
-        return transferkit.run("demo_hed", strategy="feature_extraction", data=stripes, class_names=NAMES,
-                               out=root / "runs", overrides=["head.units=16", "batch_size=16", "base_blocks=2", "image_size=32"],
-                               epochs=6, verbose=0)
+    return tiny_run(tmp_path_factory.mktemp("export"), stripes, epochs=6, class_names=NAMES)
 
 
 @pytest.fixture(scope="module")
