@@ -350,7 +350,7 @@ def _finish(ctx, trained, tracker, peak_rss_mb):
     # temperature scaling folded into the model's softmax layer: what is saved, exported and measured below
     calibration, val_probabilities, probabilities = calibrate(
         trained.model, (val_labels, val_probabilities), (labels, probabilities),
-        lambda: predict_split(trained.model, ctx.data("test"))[1], enabled=recipe.calibrate)
+        lambda: predict_split(trained.model, ctx.data("test").take(1))[1], enabled=recipe.calibrate)
     test = classification_report(labels, probabilities, splits.class_names)
     epoch_seconds = sum(row.get("seconds", 0.0) for row in trained.history)
     trainable, total = _parameters(trained.model)

@@ -4,7 +4,7 @@ model and every export made from it answer calibrated probabilities with no new 
 still loads in plain Keras).
 
 Example:
-    >>> block, val_p, test_p = calibrate(model, (val_labels, val_p), (test_labels, test_p), predict_test)
+    >>> block, val_p, test_p = calibrate(model, (val_labels, val_p), (test_labels, test_p), predict_first)
     >>> block["temperature"], block["ece_test_before"], block["ece_test"]
     (1.74, 0.118, 0.035)
 """
@@ -15,7 +15,7 @@ from transferkit.calibration import (SEARCH, accepted, expected_calibration_erro
                                      scaled)
 
 KEEP = 0.95  # of the correctly classified validation images, the fraction the rejection threshold accepts
-PARITY = 1e-5  # the folded model's probabilities against scaled(before, T)
+PARITY = 1e-5  # the folded model's probabilities against scaled(before, T), on the first test images
 
 
 def _from_output(model):
@@ -84,10 +84,11 @@ def _uncalibrated(val, test, why):
     return _summary(val, test, None, val[1], test[1], why), val[1], test[1]
 
 
-def calibrate(model, val, test, predict_test, enabled=True):
+def calibrate(model, val, test, predict_first, enabled=True):
     """Fit a temperature on ``val`` (labels, probabilities), fold it into ``model``'s softmax Dense layer and
-    check it on ``test``: ``predict_test()`` (the folded model's test probabilities) must equal
-    ``scaled(test probabilities, T)`` to 1e-5, with the accuracy unchanged; otherwise the weights go back.
+    check the fold: ``predict_first()`` (the folded model's probabilities on the first images of ``test``, one
+    batch is enough) must equal ``scaled`` of theirs to 1e-5; otherwise the weights go back. The test split is
+    not predicted again: its calibrated probabilities are ``scaled(test probabilities, T)``.
 
     Returns ``(block, val probabilities, test probabilities)``: the ``calibration`` block of ``metrics.json``
     (the temperature, the expected calibration error before and after on both splits, the rejection threshold
@@ -98,7 +99,7 @@ def calibrate(model, val, test, predict_test, enabled=True):
     ``not_calibrated`` says why, and the threshold is the uncalibrated model's.
 
     Example:
-        >>> block, val_p, test_p = calibrate(model, val, test, lambda: predict_split(model, test_batches)[1])
+        >>> block, val_p, test_p = calibrate(model, val, test, lambda: predict_split(model, test_batches.take(1))[1])
     """
     dense, why = softmax_dense(model) if enabled else (None, "calibrate: false in the recipe")
     if dense is None:
@@ -111,12 +112,12 @@ def calibrate(model, val, test, predict_test, enabled=True):
         return _uncalibrated(val, test, why)
     weights = dense.get_weights()
     fold_temperature(dense, temperature)
-    expected, answered = scaled(test[1], temperature), predict_test()
-    gap = float(np.max(np.abs(answered - expected)))
-    if gap > PARITY or np.mean(answered.argmax(axis=1) == test[0]) != np.mean(test[1].argmax(axis=1) == test[0]):
+    answered = predict_first()
+    gap = float(np.max(np.abs(answered - scaled(test[1][:len(answered)], temperature))))
+    if gap > PARITY:
         dense.set_weights(weights)
-        why = (f"folding T = {temperature:.4g} into layer '{dense.name}' gave probabilities {gap:.2g} from "
-               f"softmax(log p / T) or another accuracy")
+        why = f"folding T = {temperature:.4g} into layer '{dense.name}' gave probabilities {gap:.2g} from softmax(log p / T)"
         return _uncalibrated(val, test, why)
-    val_after = scaled(val[1], temperature)  # equal to the folded model's, as the test images just showed
-    return _summary(val, test, temperature, val_after, answered), val_after, answered
+    # equal to the folded model's, as the first test images just showed; the top class of each is unchanged
+    val_after, test_after = scaled(val[1], temperature), scaled(test[1], temperature)
+    return _summary(val, test, temperature, val_after, test_after), val_after, test_after

@@ -124,7 +124,7 @@ def test_calibrate_folds_the_fitted_temperature_and_checks_it_on_the_test_split(
                                              lambda: answer(x_test))
     assert "not_calibrated" not in block and block["temperature"] > 1
     assert block["temperature"] == pytest.approx(fit_temperature(val_labels, val_p))
-    np.testing.assert_allclose(answer(x_test), test_after, atol=1e-6)
+    np.testing.assert_allclose(answer(x_test), test_after, atol=1e-5)  # the parity calibrate checks
     np.testing.assert_allclose(answer(x_val), val_after, atol=1e-5)
     log_loss = lambda p: -np.mean(np.log(p[np.arange(len(val_labels)), val_labels]))  # noqa: E731
     assert log_loss(val_after) < log_loss(val_p)  # what the temperature minimises

@@ -48,11 +48,13 @@ class NanGuard(keras.callbacks.Callback):
         if self.bad is None:
             self.bad = f"the weights became nan or inf at epoch {epoch + 1} (the loss stayed finite)"
             self.model.stop_training = True
+        weights = self.model.weights  # a new list at every access
         for i, weight in zip(self.indices, self.good):
-            self.model.weights[i].assign(weight)
+            weights[i].assign(weight)
 
     def _changing(self):
-        return [self.model.weights[i].numpy() for i in self.indices]
+        weights = self.model.weights
+        return [weights[i].numpy() for i in self.indices]
 
 
 _interrupted = threading.Event()
