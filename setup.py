@@ -15,7 +15,7 @@ setup(
     package_dir={"transferkit.recipes": "recipes"},
     package_data={
         "transferkit": ["catalog_snapshot.json", "serve.html"],
-        "transferkit.data": ["sample/*.npz", "sample/LICENSE"],
+        "transferkit.data": ["sample/*.npz", "sample/LICENSE", "sample/photos/*.jpg", "sample/photos/LICENSE"],
         "transferkit.recipes": ["*.yaml"],
     },
     install_requires=[

@@ -1,6 +1,6 @@
-"""Calibration and the "unknown" answer, measured on the demo: ``python bench/calibration.py`` (about 2 minutes).
+"""Calibration and the "unknown" answer, measured on the Fashion-MNIST demo: ``python bench/calibration.py`` (about 2 minutes).
 
-Trains the ``demo`` recipe (EfficientNet-Lite0, ImageNet weights, 5 training images per class of the embedded
+Trains the ``demo_fashion`` recipe (EfficientNet-Lite0, ImageNet weights, 5 training images per class of the embedded
 Fashion-MNIST sample, 20 validation and 30 test per class) with each strategy asked (default feature_extraction and
 finetune, the demo's own), then prints for each run:
 
@@ -70,7 +70,7 @@ def measure(strategy, out, outside):
     from transferkit.runs import load_predictions
     from transferkit.temperature import fold_temperature, softmax_dense
 
-    result = transferkit.run("demo", strategy=strategy, out=out, verbose=0)
+    result = transferkit.run("demo_fashion", strategy=strategy, out=out, verbose=0)
     block, answers = result.metrics["calibration"], load_predictions(result.run_dir)
     row = {"strategy": strategy, "test_accuracy": result.metrics["test_accuracy"], **block}
     if block["temperature"] is None:
@@ -112,7 +112,7 @@ def main():
         rows = [measure(strategy, work, outside) for strategy in args.strategies.split(",")]
     for row in rows:
         show(row)
-    Path(args.out).write_text(json.dumps({"recipe": "demo", "rows": rows}, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps({"recipe": "demo_fashion", "rows": rows}, indent=2) + "\n")
     print(f"\nwrote {args.out}")
 
 

@@ -8,8 +8,8 @@ from the defaults with its spread over seeds. Writes ``bench/defaults.json``. Ru
 ``--work``) are reused, so an interrupted measurement continues.
 
 The sets, all offline and redistributable:
-  fashion  the embedded Fashion-MNIST sample (the demo): 5 training images per class drawn by the seed from 100,
-           20 validation and 30 test per class; recipe ``demo`` (EfficientNet-Lite0, ImageNet, 224 px).
+  fashion  the embedded Fashion-MNIST sample (the demo until 2026-12-03): 5 training images per class drawn by the seed from 100,
+           20 validation and 30 test per class; recipe ``demo_fashion`` (EfficientNet-Lite0, ImageNet, 224 px).
   digits   scikit-learn's digits (10 classes, 8x8 grey): 10 training images per class drawn by the seed, 20
            validation and 50 test per class, disjoint; recipe ``folder`` at 64 px.
   photos   patches of 8 scikit-image photos, a class per photo: training patches from the left half of each
@@ -73,7 +73,7 @@ def fashion(seed):
              for name, n in (("val", 20), ("test", 30))}
     data = {"train": (x[train], y[train]),
             **{name: (getattr(sample, name)[0][i], getattr(sample, name)[1][i]) for name, i in first.items()}}
-    return data, list(sample.class_names), "demo", {}
+    return data, list(sample.class_names), "demo_fashion", {}
 
 
 def digits(seed):

@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from transferkit.api import check_buildable, last_stage, resolve_data, run_resolved
+from transferkit.api import check_buildable, last_stage, natural_size, resolve_data, run_resolved
 from transferkit.backbone_choice import AUTO, choose_backbone
 from transferkit.evaluation import plot_confusion
 from transferkit.errors import TransferkitError
-from transferkit.recipes import load_recipe
+from transferkit.recipes import asks_image_size, load_recipe
 from transferkit.runs import (find_completed, load_predictions, read_history, run_key, save_figure, stage_changes,
                               write_atomic)
 from transferkit.stats import discordant, mcnemar_exact, right_of, wilson_interval
@@ -236,6 +236,11 @@ def compare(recipe="demo", strategies=None, backbones=None, baselines=None, out=
     base = load_recipe(recipe, overrides)
     distribution(base.distribute)  # made before any TensorFlow op runs (multiworker needs it); then reused
     splits, base = resolve_data(data, base, class_names)  # one load: identical splits for every run
+    if isinstance(data, (str, Path)) and not asks_image_size(overrides):
+        changes, why = natural_size(base, splits)  # as `transferkit run FOLDER` sizes them
+        base = base.replace(changes)
+        if progress is not None or verbose:
+            print(f"image size {why} (--set image_size= to change)", flush=True)
     probes = None
     if base.backbone == AUTO:  # one choice for every transfer strategy
         base, probes = choose_backbone(base, splits, verbose=progress is not None or bool(verbose))

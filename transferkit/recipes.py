@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from transferkit.errors import TransferkitError, did_you_mean
 
@@ -204,10 +204,16 @@ class FinetuneConfig(StageConfig):
 
 
 class ScratchConfig(StageConfig):
-    """A from-scratch baseline on the same data."""
+    """A from-scratch baseline on the same data.
+
+    ``image_size``, when set, is the size the baseline trains at instead of the recipe's: a network with no
+    pretrained weights has no trained size to match, and small images train it faster, and often better, at
+    their own size. An image size asked for (``--image-size``, ``--set image_size=``) applies to every strategy.
+    """
 
     baseline: str = "small_convnet"
     augment: bool = False
+    image_size: Optional[int] = Field(None, ge=1)
 
 
 class Recipe(_Section):
@@ -240,6 +246,17 @@ class Recipe(_Section):
     frozen_augment: FrozenAugmentConfig = FrozenAugmentConfig(epochs=20)
     finetune: FinetuneConfig = FinetuneConfig()
     scratch: ScratchConfig = ScratchConfig(epochs=30)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scratch_size(cls, data):
+        """A scratch run trains at ``scratch.image_size`` when that is set."""
+        if isinstance(data, dict) and data.get("strategy") == "scratch":
+            scratch = data.get("scratch")
+            size = scratch.get("image_size") if isinstance(scratch, dict) else getattr(scratch, "image_size", None)
+            if size:
+                data = {**data, "image_size": size}
+        return data
 
     def section(self, strategy=None):
         """The hyperparameter section of ``strategy`` (default: the recipe's own)."""
@@ -387,6 +404,17 @@ def recipe_from_dict(data):
         raise TransferkitError(f"recipe {str(data.get('name', '?'))!r}: {_format_error(err)}") from err
 
 
+def asks_image_size(overrides, image_size=None):
+    """True when ``image_size`` is given or one of the ``--set`` ``overrides`` sets ``image_size``.
+
+    Example:
+        >>> asks_image_size(["head.units=64", "image_size=96"]), asks_image_size("head.units=64")
+        (True, False)
+    """
+    overrides = [overrides] if isinstance(overrides, str) else overrides
+    return image_size is not None or any(o.split("=", 1)[0].strip() == "image_size" for o in overrides)
+
+
 def load_recipe(name_or_path, overrides=(), **fields):
     """Load a recipe by shipped name or path, apply ``--set`` style overrides and top-level fields.
 
@@ -397,7 +425,10 @@ def load_recipe(name_or_path, overrides=(), **fields):
         'feature_extraction'
     """
     data = name_or_path.model_dump() if isinstance(name_or_path, Recipe) else _read(name_or_path)
-    for assignment in [overrides] if isinstance(overrides, str) else overrides:
+    overrides = [overrides] if isinstance(overrides, str) else list(overrides)
+    for assignment in overrides:
         apply_override(data, assignment)
     data.update({key: value for key, value in fields.items() if value is not None})
+    if asks_image_size(overrides, fields.get("image_size")) and isinstance(data.get("scratch"), dict):
+        data["scratch"]["image_size"] = None  # an image size asked for is every strategy's
     return recipe_from_dict(data)

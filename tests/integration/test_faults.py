@@ -176,7 +176,8 @@ def test_an_interrupt_python_drops_still_stops_training(stripes):
 
 class _PoisonAt(keras.callbacks.Callback):
     """Make the model's first kernel NaN as the second epoch's first batch begins (as a rate far too high
-    does); records the weights the first epoch ended with. The loss stays finite: ReLU drops the NaN."""
+    does); records the weights the first epoch ended with. Whether the loss turns NaN too depends on the CPU's
+    kernels (ReLU and max pooling drop NaN on some, pass it on others): either way the run must stop."""
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch == 0:
@@ -191,13 +192,13 @@ class _PoisonAt(keras.callbacks.Callback):
 
 def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_weights(tmp_path, photos):
     poison = _PoisonAt()
-    with pytest.raises(transferkit.TransferkitError, match="the weights became nan or inf at epoch 2") as raised:
+    with pytest.raises(transferkit.TransferkitError, match="the (weights|loss) became nan.* at epoch 2") as raised:
         transferkit.run("demo_hed", data=photos, out=tmp_path, strategy="scratch", epochs=5, verbose=0,
                         overrides=[o for o in TINY[:-1] if o != "--set"], callbacks=[poison])
     run_dir = next(tmp_path.glob("photos*-scratch-*"))
     assert str(run_dir / "model.keras") in str(raised.value)
     state = json.loads((run_dir / "run.json").read_text())
-    assert state["status"] == "failed" and "weights became" in state["reason"]
+    assert state["status"] == "failed" and " became nan" in state["reason"]
     model = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
     for kept, good in zip(model.get_weights(), poison.after_first):  # the first epoch's, not the broken ones
         np.testing.assert_allclose(kept, good, rtol=1e-6)

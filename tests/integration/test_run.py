@@ -130,12 +130,18 @@ def test_a_folder_as_the_recipe_is_named_for_it_and_sized_by_its_images(tmp_path
                              out=tmp_path / "runs", overrides=["head.units=16"], verbose=1)
     assert result.recipe.name == "my-photos" and result.run_dir.name.startswith("my-photos-feature_extraction-")
     assert result.recipe.backbone == "efficientnet_lite0" and result.recipe.weights == "imagenet"
-    assert result.recipe.image_size == 64  # 48 px images: rounded up to a multiple of 32
+    assert result.recipe.image_size == 224  # ImageNet weights: the size they were trained at
+    assert result.recipe.scratch.image_size == 64  # 48 px images, from scratch: rounded up to a multiple of 32
     printed = capsys.readouterr().out
-    assert "image size 64 px: the training images' median side is 48 px" in printed
+    assert ("image size 224 px: the size efficientnet_lite0's imagenet weights were trained at (the training "
+            "images' median side is 48 px; the scratch baseline trains at 64 px)") in printed
     assert "data      my-photos: 2 classes" in printed and "stage 'head': epochs 1-2" in printed
     saved = transferkit.load_recipe(str(result.run_dir / "recipe.yaml"))
-    assert saved.name == "my-photos" and saved.image_size == 64 and saved.description.startswith("images in ")
+    assert saved.name == "my-photos" and saved.image_size == 224 and saved.description.startswith("images in ")
+    scratch = transferkit.run(str(tmp_path / "my photos"), strategy="scratch", epochs=1, out=tmp_path / "runs",
+                              verbose=1)
+    assert scratch.recipe.image_size == 64
+    assert "image size 64 px: the training images' median side is 48 px" in capsys.readouterr().out
 
 
 def test_tensorboard_logs_every_epoch_of_every_stage_with_the_learning_rate(tmp_path, stripes):

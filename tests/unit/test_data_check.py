@@ -77,7 +77,7 @@ def test_cli_check_exits_1_on_problems_with_json_and_0_when_clean(messy, tmp_pat
 def test_cli_check_of_the_embedded_sample_is_clean():
     out = _run("data", "check", "demo")
     assert out.exit_code == 0, out.output
-    assert "sample, 10 classes" in out.stdout and "no problems found" in out.stdout
+    assert "sample photos, 10 classes" in out.stdout and "no problems found" in out.stdout
 
 
 def test_cli_check_of_unprepared_tfds_offline_fails_fast_in_one_line(tmp_path, monkeypatch):

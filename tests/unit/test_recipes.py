@@ -131,3 +131,13 @@ def test_replace_changes_a_copy_and_validates():
     assert recipe.image_size != 96
     with pytest.raises(TransferkitError, match="image_size"):
         recipe.replace({"image_size": 0})
+
+
+def test_a_scratch_run_trains_at_scratch_image_size_unless_a_size_is_asked_for():
+    demo = load_recipe("demo")
+    assert demo.scratch.image_size == 64 and demo.image_size == 224
+    assert demo.replace({"strategy": "scratch"}).image_size == 64  # how compare plans its scratch run
+    assert load_recipe("demo", strategy="scratch").image_size == 64
+    assert load_recipe("demo", strategy="feature_extraction").image_size == 224
+    assert load_recipe("demo", strategy="scratch", image_size=96).image_size == 96
+    assert load_recipe("demo", ["image_size=128"], strategy="scratch").image_size == 128

@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from transferkit.data.embedded import ArraySplits, load_sample
+from transferkit.data.embedded import SAMPLES, ArraySplits
 from transferkit.data.labels import class_indices
 from transferkit.errors import TransferkitError
 from transferkit.registry import Registry
@@ -264,9 +264,10 @@ def first_per_class(images, labels, count):
 
 @DATA_SOURCES.register("sample")
 def sample_source(config, seed):
-    """The embedded Fashion-MNIST sample (offline, shipped with transferkit); ``data.per_class: [a, b, c]``
-    keeps the first a, b and c images of each class of its train, val and test splits."""
-    sample = load_sample()
+    """A sample shipped with transferkit (offline): ``data.name`` is ``fashion_mnist`` (the default) or
+    ``photos``; ``data.per_class: [a, b, c]`` keeps the first a, b and c images of each class of its train, val
+    and test splits."""
+    sample = SAMPLES.get_or_raise(config.name or "fashion_mnist")()
     if not config.per_class:
         return from_arrays(sample)
     if len(config.per_class) != 3:
