@@ -41,6 +41,7 @@ VARIANTS = {
     "monitor=val_accuracy": ({"monitor": "val_accuracy"}, {}, STRATEGIES),
     "patience=null": ({"patience": None}, {}, STRATEGIES),  # never stops early; the best epoch still kept
     "last epoch": ({"patience": None, "restore_best": False}, {}, STRATEGIES),  # the behaviour before early stopping
+    "ties=first": ({"ties": "first"}, {}, STRATEGIES),  # equal val_accuracy: the first epoch kept (before 2026-12-03)
     "schedule=cosine": ({"schedule": "cosine"}, {}, TRANSFER),
     "schedule=one_cycle": ({"schedule": "one_cycle"}, {}, TRANSFER),
     "label_smoothing=0.1": ({"label_smoothing": 0.1}, {}, TRANSFER),

@@ -77,7 +77,7 @@ class Comparison:
         if self.winner:
             return (f"★ {best['run']} is better than every other run (exact McNemar p < {ALPHA} on the same "
                     f"{best['test_images']} test images)")
-        tied = [row["run"] for row in others if row["p_vs_best"] is not None and row["p_vs_best"] >= ALPHA]
+        tied = _grouped([row for row in others if row["p_vs_best"] is not None and row["p_vs_best"] >= ALPHA])
         parts = []
         if tied:
             parts.append(f"tied with the best run ({best['run']}) within noise (p >= {ALPHA}): {', '.join(tied)}")
@@ -108,6 +108,16 @@ class Comparison:
         lines = ["", "| variant | seeds | mean test acc | sd |", "|---|---:|---:|---:|"]
         return lines + [f"| {variant} | {n} | {mean:.3f} | {'-' if sd is None else f'{sd:.3f}'} |"
                         for variant, n, mean, sd in self.seed_summary()]
+
+
+def _grouped(rows):
+    """The labels of ``rows``, the seeds of one variant as one: ``['finetune vgg16 (seeds 43, 42)', 'b seed 42']``."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(row.get("variant", row["run"]), []).append(row)
+    return [group[0]["run"] if len(group) == 1 else
+            f"{variant} (seeds {', '.join(str(row.get('seed', '?')) for row in group)})"
+            for variant, group in groups.items()]
 
 
 def _cell(row, key):

@@ -96,7 +96,8 @@ class StageConfig(_Section):
     at its suggestion. ``schedule``: ``constant``, ``cosine`` (linear warmup over ``warmup_epochs``, then a half
     cosine to 0) or ``one_cycle`` (fastai's). Early stopping watches ``monitor`` on the validation split: a stage
     stops after ``patience`` epochs without improvement (null: never) and, with ``restore_best``, keeps the
-    weights of its best epoch. ``label_smoothing`` softens the targets; ``ema`` > 0 keeps an exponential moving
+    weights of its best epoch. ``ties`` ranks epochs of equal ``val_accuracy``: ``val_loss`` (the lower wins, so a
+    plateau of accuracy with a falling loss still counts as progress) or ``first``. ``label_smoothing`` softens the targets; ``ema`` > 0 keeps an exponential moving
     average of the weights with that momentum (0.99 to 0.999 are usual), which validation measures and the
     stage keeps.
     """
@@ -107,6 +108,7 @@ class StageConfig(_Section):
     warmup_epochs: float = Field(0.0, ge=0)
     patience: Optional[int] = Field(5, ge=1)
     monitor: Literal["val_loss", "val_accuracy"] = "val_accuracy"  # measured: bench/defaults.py
+    ties: Literal["val_loss", "first"] = "val_loss"  # measured: bench/defaults.py
     restore_best: bool = True
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     ema: float = Field(0.0, ge=0, lt=1)
@@ -132,7 +134,7 @@ class Stage:
         1e-05
     """
 
-    SHARED = ("schedule", "warmup_epochs", "patience", "monitor", "restore_best", "label_smoothing", "ema")
+    SHARED = ("schedule", "warmup_epochs", "patience", "monitor", "ties", "restore_best", "label_smoothing", "ema")
 
     name: str
     epochs: int
@@ -141,6 +143,7 @@ class Stage:
     warmup_epochs: float = 0.0
     patience: Optional[int] = None
     monitor: str = "val_accuracy"
+    ties: str = "val_loss"
     restore_best: bool = True
     label_smoothing: float = 0.0
     ema: float = 0.0

@@ -88,6 +88,14 @@ def test_the_seed_table_gives_each_variant_its_mean_and_sample_sd(tmp_path, labe
     assert Comparison(judge([rows[0], rows[3]]), tmp_path).seed_summary() == []  # one run per variant: no table
 
 
+def test_the_verdict_names_the_seeds_of_a_tied_variant_once(tmp_path, labels):
+    rows = [dict(fake_run(tmp_path, f"a seed {seed}", labels, np.arange(60) >= cut), variant="a", seed=seed)
+            for seed, cut in ((42, 6), (43, 8), (44, 9))]
+    rows.append(dict(fake_run(tmp_path, "b seed 42", labels, np.arange(60) >= 7), variant="b", seed=42))
+    assert comparison(tmp_path, *rows).verdict() == (
+        "no winner: tied with the best run (a seed 42) within noise (p >= 0.05): b seed 42, a (seeds 43, 44)")
+
+
 def test_seeded_repeats_keep_the_first_seeds_folder_split(photos):
     recipe = load_recipe("folder", overrides=[f"data.path={photos}"])
     repeats = seeded(recipe, 3)

@@ -261,3 +261,24 @@ def test_a_checkpoint_holds_what_training_changes_and_restores_it_with_the_optim
     (tmp_path / "broken.npz").write_bytes(b"not a zip")
     with pytest.raises(OSError, match="damaged"):
         load_state(tmp_path / "broken.npz", rebuilt)
+
+
+@pytest.mark.parametrize("tie, kept_epoch, stopped", [("val_loss", 4, False), (None, 2, True)])
+def test_equal_validation_accuracies_are_ranked_by_validation_loss(tie, kept_epoch, stopped):
+    from transferkit.training.callbacks import BestEpoch
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    best = BestEpoch("val_accuracy", patience=2, tie=tie)
+    best.set_model(model)
+    model.stop_training = False
+    best.on_train_begin()
+    logs = [(0.5, 1.0), (0.8, 0.6), (0.8, 0.5), (0.8, 0.45), (0.7, 0.3)]  # a plateau of accuracy, loss falling
+    for epoch, (accuracy, loss) in enumerate(logs):
+        if model.stop_training:
+            break
+        model.layers[0].kernel.assign([[float(epoch + 1)]])  # the weights say which epoch they are from
+        best.on_epoch_end(epoch, {"val_accuracy": accuracy, "val_loss": loss})
+    best.on_train_end()
+    assert best.kept_epoch == kept_epoch and bool(best.stopped_epoch) == stopped
+    assert float(model.layers[0].kernel.numpy()[0, 0]) == kept_epoch
+    assert best.best_tie == (logs[kept_epoch - 1][1] if tie else None)

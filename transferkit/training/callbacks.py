@@ -145,7 +145,10 @@ class BestEpoch(keras.callbacks.EarlyStopping):
     the monitor's values, and ``best_file`` (an ``.npz``) holds the best weights on disk so a resumed stage can
     restore them. ``start`` ``(value, epoch)`` is the monitor's best value and epoch (1-based) of the stage
     before, whose kept weights the model holds when this stage begins: this stage keeps them unless one of its
-    epochs does better. At the end, ``kept_epoch`` (1-based) is the epoch whose weights the model holds.
+    epochs does better; ``(value, epoch, val_loss)`` also gives that epoch's ``tie`` value. ``tie`` names what
+    ranks epochs of equal ``val_accuracy`` (``val_loss``: the lower wins, and counts as an improvement for
+    ``patience``); None ranks the first best first. At the end, ``kept_epoch`` (1-based) is the epoch whose
+    weights the model holds, and ``best_tie`` its ``tie`` value.
 
     Example:
         >>> best = BestEpoch("val_accuracy", patience=5)
@@ -154,11 +157,19 @@ class BestEpoch(keras.callbacks.EarlyStopping):
     """
 
     def __init__(self, monitor="val_accuracy", patience=None, restore_best=True, earlier=(), best_file=None,
-                 start=None):
+                 start=None, tie="val_loss"):
         super().__init__(monitor=monitor, patience=patience if patience is not None else 10 ** 9,
                          restore_best_weights=restore_best, mode="min" if monitor.endswith("loss") else "max")
         self.earlier, self.best_file, self.start = list(earlier), best_file, start
-        self.kept_epoch = None
+        self.tie = tie if monitor == "val_accuracy" else None
+        self.kept_epoch = self.best_tie = None
+
+    def _better(self, value, tie):
+        """Whether an epoch with ``value`` of the monitor (and ``tie``) beats the best so far."""
+        if self._is_improvement(value, self.best):
+            return True
+        return (self.tie is not None and self.best is not None and value == self.best and tie is not None
+                and self.best_tie is not None and tie < self.best_tie)
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
@@ -167,14 +178,16 @@ class BestEpoch(keras.callbacks.EarlyStopping):
         if self.start is not None and self.restore_best_weights:
             # the weights the stage begins with: a resumed stage's are restored by BackupAndRestore only later
             self.best, self.best_epoch = self.start[0], self.start[1] - 1
+            self.best_tie = self.start[2] if len(self.start) > 2 else None
             self.best_weights = model_weights(self.model)
         for row in self.earlier:
             value = row.get(self.monitor)
             if value is None:
                 continue
             self.wait += 1
-            if self._is_improvement(value, self.best):
+            if self._better(value, row.get(self.tie)):
                 self.best, self.best_epoch, self.wait = value, row["epoch"] - 1, 0
+                self.best_tie = row.get(self.tie)
             self.last_epoch = row["epoch"] - 1
         # the best epoch's weights are on disk (the model's own are restored by BackupAndRestore only after this)
         improved = self.start is None or self.best_epoch != self.start[1] - 1
@@ -190,8 +203,9 @@ class BestEpoch(keras.callbacks.EarlyStopping):
         if current is None:
             return
         self.wait += 1
-        if self._is_improvement(current, self.best):
-            self.best, self.best_epoch, self.wait = current, epoch, 0
+        tie = (logs or {}).get(self.tie) if self.tie else None
+        if self._better(current, tie):
+            self.best, self.best_epoch, self.wait, self.best_tie = current, epoch, 0, tie
             if self.restore_best_weights:
                 self.best_weights = model_weights(self.model)
                 if self.best_file is not None:

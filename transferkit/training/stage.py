@@ -97,11 +97,12 @@ def _finished(ctx, stage):
 
 
 def _carried(ctx, stage):
-    """``(best value, kept epoch)`` of the stage before, when it watched the same monitor and kept its best."""
+    """``(best value, kept epoch, its tie value)`` of the stage before, when it watched the same monitor and
+    kept its best."""
     before = ctx.stage_log[-1] if ctx.stage_log else {}
     if before.get("monitor") != stage.monitor or before.get("best") is None or not stage.restore_best:
         return None
-    return before["best"], before["kept_epoch"]
+    return before["best"], before["kept_epoch"], before.get("best_tie")
 
 
 def train_stage(ctx, model, stage, train, val, start_epoch=0, multipliers=None, class_weight=None, carry_best=False,
@@ -159,7 +160,8 @@ def train_stage(ctx, model, stage, train, val, start_epoch=0, multipliers=None, 
     earlier = [row for row in tracker.rows(stage.name) if row["epoch"] <= resumed_at] if tracker else []
     best = BestEpoch(stage.monitor, stage.patience, stage.restore_best, earlier,
                      tracker.backup_dir(stage.name) / "best.weights.npz" if tracker else None,
-                     start=_carried(ctx, stage) if carry_best else None) if val is not None else None
+                     start=_carried(ctx, stage) if carry_best else None,
+                     tie=None if stage.ties == "first" else stage.ties) if val is not None else None
     ema = [keras.callbacks.SwapEMAWeights()] if stage.ema else []
     # the interrupt check runs last, so an epoch that ended is checkpointed before it stops the run
     callbacks = [guard, *seeds, LogLearningRate(), *ema, *([best] if best else []), *ctx.callbacks,
@@ -181,6 +183,7 @@ def train_stage(ctx, model, stage, train, val, start_epoch=0, multipliers=None, 
               "kept_epoch": best.kept_epoch if best else (rows[-1]["epoch"] if rows else None),
               "stopped_early": bool(best and best.stopped_epoch), "monitor": stage.monitor if best else None,
               "best": float(best.best) if best and stage.restore_best and best.best is not None else None,
+              "best_tie": float(best.best_tie) if best and best.best_tie is not None else None,
               "learning_rate": rate, "schedule": stage.schedule}
     if best and best.kept_epoch and rows and best.kept_epoch < rows[0]["epoch"]:
         record["kept_from"] = ctx.stage_log[-1]["stage"]
