@@ -130,7 +130,7 @@ def natural_size(recipe, splits, sample=64):
     if not STRATEGIES[recipe.strategy].uses_backbone:
         return {**changes, "image_size": scratch_size}, (
             f"{scratch_size} px: {images}; {baseline.name} takes {baseline.min_size} to {baseline.default_size}")
-    spec = BACKBONES["efficientnet_lite0" if recipe.backbone == AUTO else recipe.backbone]
+    spec = BACKBONES.get_or_raise("efficientnet_lite0" if recipe.backbone == AUTO else recipe.backbone)
     if recipe.weights == "none":
         size = own_size(spec)
         return {**changes, "image_size": size}, (

@@ -114,9 +114,8 @@ def _grouped(rows):
     """The labels of ``rows``, the seeds of one variant as one: ``['finetune vgg16 (seeds 43, 42)', 'b seed 42']``."""
     groups = {}
     for row in rows:
-        groups.setdefault(row.get("variant", row["run"]), []).append(row)
-    return [group[0]["run"] if len(group) == 1 else
-            f"{variant} (seeds {', '.join(str(row.get('seed', '?')) for row in group)})"
+        groups.setdefault(row["variant"], []).append(row)
+    return [group[0]["run"] if len(group) == 1 else f"{variant} (seeds {', '.join(str(row['seed']) for row in group)})"
             for variant, group in groups.items()]
 
 

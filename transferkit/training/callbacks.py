@@ -143,9 +143,9 @@ class BestEpoch(keras.callbacks.EarlyStopping):
     ``patience`` None never stops early (the best epoch is still kept when ``restore_best``). ``earlier``
     (history rows of this stage from before a resume, each with ``epoch`` counted from 1 across stages) replays
     the monitor's values, and ``best_file`` (an ``.npz``) holds the best weights on disk so a resumed stage can
-    restore them. ``start`` ``(value, epoch)`` is the monitor's best value and epoch (1-based) of the stage
-    before, whose kept weights the model holds when this stage begins: this stage keeps them unless one of its
-    epochs does better; ``(value, epoch, val_loss)`` also gives that epoch's ``tie`` value. ``tie`` names what
+    restore them. ``start`` ``(value, epoch, tie value)`` is the monitor's best value, epoch (1-based) and
+    ``tie`` value (or None) of the stage before, whose kept weights the model holds when this stage begins: this
+    stage keeps them unless one of its epochs does better. ``tie`` names what
     ranks epochs of equal ``val_accuracy`` (``val_loss``: the lower wins, and counts as an improvement for
     ``patience``); None ranks the first best first. At the end, ``kept_epoch`` (1-based) is the epoch whose
     weights the model holds, and ``best_tie`` its ``tie`` value.
@@ -177,17 +177,17 @@ class BestEpoch(keras.callbacks.EarlyStopping):
         self.last_epoch = None
         if self.start is not None and self.restore_best_weights:
             # the weights the stage begins with: a resumed stage's are restored by BackupAndRestore only later
-            self.best, self.best_epoch = self.start[0], self.start[1] - 1
-            self.best_tie = self.start[2] if len(self.start) > 2 else None
+            self.best, epoch, self.best_tie = self.start
+            self.best_epoch = epoch - 1
             self.best_weights = model_weights(self.model)
         for row in self.earlier:
             value = row.get(self.monitor)
             if value is None:
                 continue
             self.wait += 1
-            if self._better(value, row.get(self.tie)):
-                self.best, self.best_epoch, self.wait = value, row["epoch"] - 1, 0
-                self.best_tie = row.get(self.tie)
+            tie = row.get(self.tie) if self.tie else None
+            if self._better(value, tie):
+                self.best, self.best_epoch, self.wait, self.best_tie = value, row["epoch"] - 1, 0, tie
             self.last_epoch = row["epoch"] - 1
         # the best epoch's weights are on disk (the model's own are restored by BackupAndRestore only after this)
         improved = self.start is None or self.best_epoch != self.start[1] - 1
