@@ -3,7 +3,7 @@
 
 For each seed, trains ``feature_extraction`` with ``RECIPE`` and prints one JSON line: the head's validation and
 test accuracy, and a logistic regression's (standardised pooled features, the same cached features) at each C of
-:mod:`transferkit.probe`'s grid, with the C best on validation. It says whether choosing between the head and the
+``transferkit.probe.C_GRID``, with the C best on validation. It says whether choosing between the head and the
 probe on validation could close figure 8's gap (docs/speed.md).
 """
 import json
@@ -16,18 +16,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from run import policy_of, run_ours  # noqa: E402
 
 from transferkit.api import predict_split  # noqa: E402
 from transferkit.data.sources import load_data  # noqa: E402
 from transferkit.features import predictor  # noqa: E402
-from transferkit.probe import _CS, pooled  # noqa: E402
+from transferkit.probe import C_GRID, pooled  # noqa: E402
 from transferkit.recipes import load_recipe  # noqa: E402
 from transferkit.strategies import Context  # noqa: E402
 from transferkit.strategies.common import frozen_classifier  # noqa: E402
-from transferkit.strategies.feature_extraction import extract_split  # noqa: E402
+from transferkit.strategies.feature_extraction import extract_split, extractor_of  # noqa: E402
 
 
 def features(recipe, splits):
@@ -35,8 +34,7 @@ def features(recipe, splits):
     with policy_of(recipe):
         ctx = Context(recipe, splits, verbose=0)
         model, base, _ = frozen_classifier(ctx)
-        inputs = keras.Input(model.input.shape[1:])
-        predict = predictor(keras.Model(inputs, base(model.get_layer("preprocess")(inputs), training=False)))
+        predict = predictor(extractor_of(model, base))
         out = {split: extract_split(ctx, predict, split)[0] for split in ("train", "val", "test")}
     return {split: (pooled(x), np.asarray(y)) for split, (x, y) in out.items()}
 
@@ -49,7 +47,7 @@ def probe_rows(data):
     scaler = StandardScaler().fit(data["train"][0])
     x = {split: scaler.transform(data[split][0]) for split in data}
     rows = []
-    for c in _CS:
+    for c in C_GRID:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = LogisticRegression(C=c, max_iter=2000).fit(x["train"], data["train"][1])

@@ -256,16 +256,13 @@ def run_ours(recipe, splits, strategy, callbacks=(), **kwargs):
 
 def time_extraction(recipe, splits, key_suffix):
     """Seconds of the feature phase (train + val through the cache) and the features."""
-    import keras
-
     from transferkit.strategies import Context
     from transferkit.strategies.common import frozen_classifier
-    from transferkit.strategies.feature_extraction import extract_split
+    from transferkit.strategies.feature_extraction import extract_split, extractor_of
 
     ctx = Context(recipe, splits, verbose=0)
     model, base, _ = frozen_classifier(ctx)
-    inputs = keras.Input(model.input.shape[1:])
-    extractor = keras.Model(inputs, base(model.get_layer("preprocess")(inputs), training=False))
+    extractor = extractor_of(model, base)
     start = time.perf_counter()
     out = {split: extract_split(ctx, extractor.predict_on_batch, split) for split in ("train", "val")}
     return time.perf_counter() - start, out
@@ -438,15 +435,13 @@ def extract_child(copies, size, batch, quick):
 
 def figure_limit():
     """(8) the demo's feature_extraction test accuracy vs a logistic regression on the same cached features."""
-    import keras
-
     from transferkit.data.sources import load_data
     from transferkit.features import predictor
     from transferkit.probe import probe_accuracy
     from transferkit.recipes import load_recipe
     from transferkit.strategies import Context
     from transferkit.strategies.common import frozen_classifier
-    from transferkit.strategies.feature_extraction import extract_split
+    from transferkit.strategies.feature_extraction import extract_split, extractor_of
 
     recipe = load_recipe("demo", strategy="feature_extraction")
     splits = load_data(recipe.data, recipe.seed)
@@ -454,8 +449,7 @@ def figure_limit():
     with policy_of(recipe):  # the features the run cached (train) and the same extractor on the test split
         ctx = Context(recipe, splits, verbose=0)
         model, base, _ = frozen_classifier(ctx)
-        inputs = keras.Input(model.input.shape[1:])
-        predict = predictor(keras.Model(inputs, base(model.get_layer("preprocess")(inputs), training=False)))
+        predict = predictor(extractor_of(model, base))
         (train, hit), test = extract_split(ctx, predict, "train"), extract_split(ctx, predict, "test")[0]
     started = time.perf_counter()
     limit = probe_accuracy(train, test, seed=recipe.seed)

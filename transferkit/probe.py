@@ -11,7 +11,7 @@ import numpy as np
 
 from transferkit.errors import TransferkitError
 
-_CS = np.logspace(-3, 1, 5)
+C_GRID = np.logspace(-3, 1, 5)  # the logistic regression's inverse regularisations, cross-validated
 
 
 def pooled(features):
@@ -66,7 +66,7 @@ def probe_accuracy(train, test, seed=0):
     (x, y), (tx, ty) = train, test
     y = np.asarray(y)
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    search = GridSearchCV(pipeline, {"logisticregression__C": _CS},
+    search = GridSearchCV(pipeline, {"logisticregression__C": C_GRID},
                           cv=StratifiedKFold(_folds(y), shuffle=True, random_state=seed))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # lbfgs convergence chatter at the weakest regularisation

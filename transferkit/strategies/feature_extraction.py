@@ -26,6 +26,18 @@ def extract_split(ctx, predict, split, boundary=None):
     return cached_extract(feature_key(ctx, split, boundary), predict, batched)
 
 
+def extractor_of(model, base):
+    """Raw images -> ``model``'s preprocessing -> ``base`` (inference mode): the features a head trains on.
+
+    Example:
+        >>> model, base, _ = frozen_classifier(ctx)
+        >>> extractor_of(model, base).output_shape == base.output_shape
+        True
+    """
+    inputs = keras.Input(model.input.shape[1:])
+    return keras.Model(inputs, base(model.get_layer("preprocess")(inputs), training=False))
+
+
 def feature_batches(ctx, features, labels, split):
     """Batches of cached ``features``: the training split shuffled exactly as the image pipeline shuffles it,
     epoch by epoch (:func:`~transferkit.features.epoch_index`)."""
@@ -47,9 +59,7 @@ def feature_extraction(ctx):
     config = ctx.recipe.feature_extraction
     model, base, head = frozen_classifier(ctx)
     ctx.model = model
-    inputs = keras.Input(model.input.shape[1:])
-    extractor = keras.Model(inputs, base(model.get_layer("preprocess")(inputs), training=False))
-    data, hits, predict = {}, 0, predictor(extractor)  # one traced function for every split
+    data, hits, predict = {}, 0, predictor(extractor_of(model, base))  # one traced function for every split
     for split in ("train", "val"):
         (features, labels), hit = extract_split(ctx, predict, split)
         data[split] = feature_batches(ctx, features, labels, split)
