@@ -47,6 +47,8 @@ VARIANTS = {
     "label_smoothing=0.1": ({"label_smoothing": 0.1}, {}, TRANSFER),
     "mixup=0.2": ({}, {"augment.mixup": 0.2}, TRANSFER),
     "ema=0.9": ({"ema": 0.9}, {}, TRANSFER),
+    # the dense head trained by Adam (the default until 2026-12-04), not a logistic regression fitted to convergence
+    "fit=train": ({}, {"feature_extraction.fit": "train", "finetune.head_fit": "train"}, TRANSFER),
 }
 QUICK = ("defaults", "monitor=val_accuracy")
 

@@ -103,6 +103,22 @@ def last_stage(recipe, epochs=None, learning_rate=None):
     return recipe.replace({f"{recipe.strategy}.{key}": value for key, value in update.items()})
 
 
+def fitted_last_stage(recipe, epochs=None, learning_rate=None):
+    """A warning (in a list, else ``[]``) when ``--epochs`` or ``--lr`` is given for a last stage that is fitted as a
+    logistic regression, which has neither.
+
+    Example:
+        >>> fitted_last_stage(load_recipe("folder", strategy="feature_extraction"), epochs=40)
+        ['warning: --epochs changes nothing: feature_extraction.fit is logistic (...)']
+    """
+    given = [flag for flag, value in (("--epochs", epochs), ("--lr", learning_rate)) if value is not None]
+    if not given or STRATEGIES[recipe.strategy].stages(recipe)[-1].fit != "logistic":
+        return []
+    return [f"warning: {' and '.join(given)} {'change' if len(given) > 1 else 'changes'} nothing: "
+            f"{recipe.strategy}.fit is logistic, a logistic regression fitted to convergence "
+            f"(--set {recipe.strategy}.fit=train trains a dense head by Adam)"]
+
+
 def natural_size(recipe, splits, sample=64):
     """``(changes, why)``: the image sizes for user data, as recipe changes, and why, in one line.
 
@@ -288,7 +304,7 @@ def prepare(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs
         recipe = recipe.replace({"data.data_dir": str(data_dir)})
     STRATEGIES.get_or_raise(recipe.strategy)
     recipe = last_stage(recipe, epochs, learning_rate)
-    for line in unused_overrides(recipe, overrides):
+    for line in unused_overrides(recipe, overrides) + fitted_last_stage(recipe, epochs, learning_rate):
         print(line, file=sys.stderr, flush=True)
     check_buildable(recipe)
     distribution(recipe.distribute)  # made before any TensorFlow op runs (multiworker needs it); then reused

@@ -36,7 +36,7 @@ def lr_find(recipe="demo", *, strategy=None, stage=None, data=None, class_names=
     recipe, splits, _ = prepare(recipe, strategy=strategy, data=data, class_names=class_names, overrides=overrides,
                                 verbose=verbose, **fields)
     spec = STRATEGIES[recipe.strategy]
-    names = [s.name for s in spec.stages(recipe) if s.epochs > 0]
+    names = [s.name for s in spec.stages(recipe) if s.epochs > 0 and s.fit == "train"]  # a fitted head has no rate
     stage = stage or names[-1]
     if stage not in names:
         raise TransferkitError(f"{recipe.strategy} has no stage '{stage}' with epochs; its stages: {', '.join(names)}")

@@ -11,7 +11,7 @@ import numpy as np
 
 from transferkit.errors import TransferkitError
 
-C_GRID = np.logspace(-3, 1, 5)  # the logistic regression's inverse regularisations, cross-validated
+C_GRID = np.logspace(-3, 1, 5)  # the logistic regression's inverse regularisations to choose from
 
 
 def pooled(features):
@@ -50,25 +50,62 @@ def probe_score(features, labels, seed=0, repeats=4):
     return float(scores.mean())
 
 
+def logistic(c=1.0, class_weight=None):
+    """An unfitted scikit-learn pipeline: standardisation, then a logistic regression of inverse regularisation ``c``
+    fitted by L-BFGS to convergence.
+
+    Example:
+        >>> logistic(0.01).fit(train_x, train_y).score(val_x, val_y)
+        0.945
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=1000, class_weight=class_weight))
+
+
+def fit_quietly(pipeline, features, labels):
+    """``pipeline`` fitted on pooled ``features``, without lbfgs' convergence chatter at the weakest regularisation."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pipeline.fit(pooled(features), np.asarray(labels))
+
+
+def dense_weights(pipeline, num_classes):
+    """``(kernel (D, num_classes), bias)`` of one softmax Dense layer on the raw pooled features that gives a fitted
+    :func:`logistic` pipeline's probabilities: the standardisation folded into the weights, a binary model's single
+    logit as the second class's against a zero first, a class absent from training at -30.
+
+    Example:
+        >>> kernel, bias = dense_weights(fit_quietly(logistic(0.1), x, y), 10)
+        >>> np.allclose(softmax(pooled(x) @ kernel + bias), pipeline.predict_proba(pooled(x)))
+        True
+    """
+    scaler, model = pipeline.named_steps.values()
+    coef, intercept = model.coef_, model.intercept_
+    if len(model.classes_) == 2:
+        coef, intercept = np.concatenate([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    kernel = np.zeros((coef.shape[1], num_classes), np.float32)
+    bias = np.full(num_classes, -30.0, np.float32)
+    kernel[:, model.classes_] = (coef / scaler.scale_).T
+    bias[model.classes_] = intercept - coef @ (scaler.mean_ / scaler.scale_)
+    return kernel, bias
+
+
 def probe_accuracy(train, test, seed=0):
     """Test accuracy of a logistic regression fitted on ``train`` (``(features, labels)``), ``C`` chosen by
-    cross-validation on ``train``: the feature-extraction limit a trained head is measured against.
+    cross-validation on ``train``: the feature-extraction limit a trained head is measured
+    against.
 
     Example:
         >>> probe_accuracy((train_x, train_y), (test_x, test_y))
         0.827
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     (x, y), (tx, ty) = train, test
     y = np.asarray(y)
-    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    search = GridSearchCV(pipeline, {"logisticregression__C": C_GRID},
+    search = GridSearchCV(logistic(), {"logisticregression__C": C_GRID},
                           cv=StratifiedKFold(_folds(y), shuffle=True, random_state=seed))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # lbfgs convergence chatter at the weakest regularisation
-        search.fit(pooled(x), y)
-    return float((search.predict(pooled(tx)) == np.asarray(ty)).mean())
+    return float((fit_quietly(search, x, y).predict(pooled(tx)) == np.asarray(ty)).mean())

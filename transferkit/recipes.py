@@ -148,10 +148,21 @@ class Stage:
     label_smoothing: float = 0.0
     ema: float = 0.0
     unfreeze_blocks: Optional[int] = None
+    fit: str = "train"  # or "logistic": a linear head fitted by logistic regression, not trained by gradient
 
 
 class FeatureExtractionConfig(StageConfig):
-    """Train a dense head on cached conv-base features."""
+    """Train a dense head on cached conv-base features.
+
+    ``fit: logistic`` fits a linear head instead, as a logistic regression to convergence (L-BFGS on the
+    standardised pooled features, ``C`` cross-validated on the training split; the epoch, rate and regulariser
+    keys do not apply), folded into the model's softmax layer.
+    """
+
+    fit: Literal["train", "logistic"] = "train"
+
+    def stages(self, name):
+        return [self.stage(name, fit=self.fit)]
 
 
 class FrozenAugmentConfig(StageConfig):
@@ -167,8 +178,10 @@ class FinetuneConfig(StageConfig):
     the top block at ``learning_rate * layer_decay``, the next at ``* layer_decay ** 2`` and so on down.
     ``unfreeze_schedule`` unfreezes gradually: ``[[epoch, blocks], ...]`` (epochs counted from the start of
     stage 2, the first at 0) trains the top ``blocks`` blocks from that epoch on, in place of ``unfreeze_blocks``.
+    ``head_fit: logistic`` fits stage 1's head as ``feature_extraction.fit: logistic`` does.
     """
 
+    head_fit: Literal["train", "logistic"] = "train"
     head_epochs: int = Field(5, ge=0)
     head_learning_rate: Rate = 1e-3
     learning_rate: Rate = 1e-5
@@ -196,7 +209,7 @@ class FinetuneConfig(StageConfig):
 
     def stages(self, name="finetune"):
         """The head stage, then one fine-tuning stage per unfreezing milestone (``finetune``, ``finetune-2``, ...)."""
-        stages = [self.stage("head", self.head_epochs, self.head_learning_rate)]
+        stages = [self.stage("head", self.head_epochs, self.head_learning_rate, fit=self.head_fit)]
         for i, (start, end, blocks) in enumerate(self.milestones()):
             stages.append(self.stage(name if i == 0 else f"{name}-{i + 1}", end - start, unfreeze_blocks=blocks))
         return stages

@@ -25,6 +25,9 @@ def _stages(recipe):
     for stage in stages:
         if not stage.epochs:
             continue
+        if stage.fit == "logistic":
+            parts.append(f"{stage.name} fitted as a logistic regression")
+            continue
         blocks = f" (top {stage.unfreeze_blocks} block(s) unfrozen)" if stage.unfreeze_blocks is not None else ""
         parts.append(f"{stage.name}{blocks} {stage.epochs} epochs at lr {_rate(stage.learning_rate)}")
     first = stages[0]

@@ -127,15 +127,18 @@ def test_a_folder_as_the_recipe_is_named_for_it_and_sized_by_its_images(tmp_path
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / f"{i}.png")
     result = transferkit.run(str(tmp_path / "my photos"), strategy="feature_extraction", epochs=2,
-                             out=tmp_path / "runs", overrides=["head.units=16"], verbose=1)
+                             out=tmp_path / "runs", verbose=1)
     assert result.recipe.name == "my-photos" and result.run_dir.name.startswith("my-photos-feature_extraction-")
     assert result.recipe.backbone == "efficientnet_lite0" and result.recipe.weights == "imagenet"
     assert result.recipe.image_size == 224  # ImageNet weights: the size they were trained at
     assert result.recipe.scratch.image_size == 64  # 48 px images, from scratch: rounded up to a multiple of 32
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert ("image size 224 px: the size efficientnet_lite0's imagenet weights were trained at (the training "
             "images' median side is 48 px; the scratch baseline trains at 64 px)") in printed
-    assert "data      my-photos: 2 classes" in printed and "stage 'head': epochs 1-2" in printed
+    assert "data      my-photos: 2 classes" in printed and "head fitted as a logistic regression" in printed
+    assert "stage 'head': logistic regression on 1280 pooled features" in printed  # the folder recipe's head
+    assert "warning: --epochs changes nothing: feature_extraction.fit is logistic" in captured.err
     saved = transferkit.load_recipe(str(result.run_dir / "recipe.yaml"))
     assert saved.name == "my-photos" and saved.image_size == 224 and saved.description.startswith("images in ")
     scratch = transferkit.run(str(tmp_path / "my photos"), strategy="scratch", epochs=1, out=tmp_path / "runs",

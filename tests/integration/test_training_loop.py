@@ -63,3 +63,68 @@ def test_lr_find_command_prints_a_suggestion_and_writes_its_plot(tmp_path, photo
     for args, message in ((["--stage", "nope"], "no stage 'nope'"), (["--lr", "1,1e-3"], "0 < START < END")):
         bad = cli("lr-find", photos, *args, cwd=tmp_path)
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _features(model, images):
+    """The run's own frozen features of ``images``: its preprocessing, then its conv base."""
+    base = next(layer for layer in model.layers if isinstance(layer, keras.Model) and layer.name != "head")
+    features = base(model.get_layer("preprocess")(images.astype("float32")), training=False)
+    return keras.ops.convert_to_numpy(features).mean(axis=(1, 2))
+
+
+def test_a_logistic_head_answers_as_the_logistic_regression_on_the_same_features(tmp_path, stripes):
+    from transferkit.probe import fit_quietly, logistic
+
+    result = _run(tmp_path, stripes, "feature_extraction", "feature_extraction.fit=logistic")
+    stage, = result.metrics["stages"]
+    assert stage["fit"] == "logistic" and stage["kept_epoch"] == 1
+    assert [row["stage"] for row in read_history(result.run_dir / "history.csv")] == ["head"]
+    model = keras.models.load_model(result.run_dir / "model.keras")
+    assert [layer.name for layer in model.get_layer("head").layers if layer.weights] == ["predictions"]
+    # the same logistic regression, fitted here at the C the run kept on validation
+    pipeline = fit_quietly(logistic(stage["C"]), _features(model, stripes["train"][0]), stripes["train"][1])
+    val_images, val_labels = stripes["val"]
+    assert stage["best"] == pytest.approx(pipeline.score(_features(model, val_images), val_labels))
+    test_images, test_labels = stripes["test"]
+    ours = model.predict(test_images.astype("float32"), verbose=0).argmax(1)
+    np.testing.assert_array_equal(ours, pipeline.predict(_features(model, test_images)))
+    assert result.metrics["test_accuracy"] == pytest.approx(np.mean(ours == test_labels))
+
+
+def test_finetuning_from_a_logistic_head_keeps_it_unless_it_does_better(tmp_path, stripes):
+    result = _run(tmp_path, stripes, "finetune", "finetune.augment=false", "finetune.head_fit=logistic",
+                  "finetune.patience=null", epochs=2)
+    head, tuned = result.metrics["stages"]
+    assert head["fit"] == "logistic" and tuned["stage"] == "finetune" and tuned["epochs_run"] == 2
+    rows = read_history(result.run_dir / "history.csv")
+    assert [row["stage"] for row in rows] == ["head", "finetune", "finetune"]
+    assert result.metrics["best_val_accuracy"] >= rows[0]["val_accuracy"]
+    kept = next(row for row in rows if row["epoch"] == tuned["kept_epoch"])
+    val_images, val_labels = stripes["val"]
+    saved = keras.models.load_model(result.run_dir / "model.keras")
+    assert np.mean(saved.predict(val_images.astype("float32"), verbose=0).argmax(1) == val_labels) == \
+        pytest.approx(kept["val_accuracy"])
+
+
+def test_a_run_stopped_after_its_logistic_head_resumes_as_if_never_stopped(tmp_path, stripes):
+    from transferkit.api import RunInterrupted
+
+    class StopInFineTuning(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:  # the second epoch of fine-tuning (epoch 1 is the fitted head), before its checkpoint
+                raise KeyboardInterrupt
+
+    args = ("finetune.augment=false", "finetune.head_fit=logistic", "finetune.patience=null", "deterministic=true",
+            "mixed_precision=none")
+    straight = _run(tmp_path / "straight", stripes, "finetune", *args, epochs=3)
+    with pytest.raises(RunInterrupted):
+        _run(tmp_path / "stopped", stripes, "finetune", *args, epochs=3, callbacks=[StopInFineTuning()])
+    run_dir, = (tmp_path / "stopped").iterdir()
+    resumed = transferkit.run(resume=str(run_dir), data=stripes, class_names=["h", "v"], verbose=0)
+    assert resumed.metrics["stages"] == straight.metrics["stages"]
+    ours, theirs = (read_history(r.run_dir / "history.csv") for r in (resumed, straight))
+    assert [row["stage"] for row in ours] == ["head", "finetune", "finetune", "finetune"]
+    for mine, other in zip(ours, theirs):
+        assert mine["val_loss"] == pytest.approx(other["val_loss"], rel=1e-4)
+    for a, b in zip(resumed.model.get_weights(), straight.model.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -123,10 +123,13 @@ class Trained:
     info: dict = field(default_factory=dict)
 
 
-def frozen_classifier(ctx):
-    """The backbone with the recipe's weights, frozen, with a fresh head: ``(model, base, head)``."""
+def frozen_classifier(ctx, linear=False):
+    """The backbone with the recipe's weights, frozen, with a fresh head: ``(model, base, head)``; with
+    ``linear``, the head is the recipe's pooling and the softmax layer alone (a head fitted as a logistic regression).
+    """
     recipe, spec = ctx.recipe, ctx.spec
     base = build_base(recipe.backbone, recipe.weights, recipe.image_size, recipe.base_blocks)
     base.trainable = False
-    head = build_head(base.output_shape[1:], ctx.splits.num_classes, recipe.head)
+    config = recipe.head.model_copy(update={"units": 0, "batchnorm": False, "dropout": 0.0}) if linear else recipe.head
+    head = build_head(base.output_shape[1:], ctx.splits.num_classes, config)
     return build_classifier(base, spec.preprocess, head, recipe.image_size), base, head

@@ -4,6 +4,7 @@ import keras
 from transferkit.features import (cache_key, cached_extract, epoch_index, extraction_batches, gather, indexed_batches,
                                   predictor)
 from transferkit.strategies.common import Trained, frozen_classifier, register_strategy
+from transferkit.training.logistic import fit_logistic_stage
 from transferkit.training.stage import train_stage
 from transferkit.weights import weights_id
 
@@ -38,6 +39,20 @@ def extractor_of(model, base):
     return keras.Model(inputs, base(model.get_layer("preprocess")(inputs), training=False))
 
 
+def train_head(ctx, head, stage, features):
+    """The head stage on cached ``features`` (``{"train": (x, y), "val": (x, y)}``): trained by
+    :func:`~transferkit.training.stage.train_stage` on their batches, or fitted as a logistic regression
+    (``stage.fit == "logistic"``, :func:`~transferkit.training.logistic.fit_logistic_stage`). Returns its rows.
+
+    Example:
+        >>> rows = train_head(ctx, head, recipe.feature_extraction.stages("head")[0], {"train": ..., "val": ...})
+    """
+    if stage.fit == "logistic" and stage.epochs > 0:
+        return fit_logistic_stage(ctx, head, stage, features["train"], features["val"])
+    train, val = (feature_batches(ctx, *features[split], split) for split in ("train", "val"))
+    return train_stage(ctx, head, stage, train, val)
+
+
 def feature_batches(ctx, features, labels, split):
     """Batches of cached ``features``: the training split shuffled exactly as the image pipeline shuffles it,
     epoch by epoch (:func:`~transferkit.features.epoch_index`)."""
@@ -51,18 +66,19 @@ def feature_batches(ctx, features, labels, split):
 def feature_extraction(ctx):
     """Run the frozen conv base once, cache the features, train a dense head on them.
 
-    The returned model chains preprocessing, base and the trained head, so it takes raw images.
+    With ``fit: logistic`` (the setting of the recipes for small sets: demo, demo_fashion, folder) the head is
+    linear, fitted as a logistic regression to convergence on the features. The returned model chains
+    preprocessing, base and the head, so it takes raw images.
 
     Example:
         >>> trained = feature_extraction(Context(load_recipe("demo"), splits))
     """
-    config = ctx.recipe.feature_extraction
-    model, base, head = frozen_classifier(ctx)
+    stage, = ctx.recipe.feature_extraction.stages("head")
+    model, base, head = frozen_classifier(ctx, linear=stage.fit == "logistic")
     ctx.model = model
     data, hits, predict = {}, 0, predictor(extractor_of(model, base))  # one traced function for every split
     for split in ("train", "val"):
-        (features, labels), hit = extract_split(ctx, predict, split)
-        data[split] = feature_batches(ctx, features, labels, split)
+        data[split], hit = extract_split(ctx, predict, split)
         hits += hit
-    history = train_stage(ctx, head, config.stage("head"), data["train"], data["val"])
+    history = train_head(ctx, head, stage, data)
     return Trained(model, history, {"feature_cache_hits": hits})

@@ -4,7 +4,7 @@ import keras
 from transferkit.backbones import block_rates, unfreeze_top_blocks
 from transferkit.features import cached_extract, epoch_index, gather, indexed_batches, predictor
 from transferkit.strategies.common import Trained, frozen_classifier, register_strategy
-from transferkit.strategies.feature_extraction import extract_split, feature_key
+from transferkit.strategies.feature_extraction import extract_split, extractor_of, feature_key, train_head
 from transferkit.training.stage import train_stage
 
 
@@ -41,14 +41,19 @@ def finetune(ctx, boundary_cache=None):
         >>> trained = finetune(Context(load_recipe("demo", overrides=["finetune.unfreeze_blocks=2"]), splits))
     """
     config = ctx.recipe.finetune
-    model, base, head = frozen_classifier(ctx)
+    head_stage, *stages = config.stages()
+    model, base, head = frozen_classifier(ctx, linear=head_stage.fit == "logistic")
     ctx.model = model
     boundary = freeze_boundary(base, ctx.spec, config.max_unfrozen())
     if boundary is not None and not config.augment and boundary_cache is not False:
-        return _on_cached_activations(ctx, model, base, head, boundary)
+        return _on_cached_activations(ctx, model, base, head, boundary, head_stage, stages)
     train, val = ctx.data("train", augment=config.augment), ctx.data("val")
-    head_stage, *stages = config.stages()
-    history = train_stage(ctx, model, head_stage, train, val)
+    if head_stage.fit == "logistic":  # fitted on the base's features of the images as they are
+        predict = predictor(extractor_of(model, base))
+        history = train_head(ctx, head, head_stage, {split: extract_split(ctx, predict, split)[0]
+                                                     for split in ("train", "val")})
+    else:
+        history = train_stage(ctx, model, head_stage, train, val)
     history, unfrozen = _fine_tune(ctx, model, base, stages, train, val, history)
     return Trained(model, history, {"unfrozen_layers": unfrozen, "boundary_cache": None})
 
@@ -64,15 +69,15 @@ def _fine_tune(ctx, model, base, stages, train, val, history):
     return history, unfrozen
 
 
-def _on_cached_activations(ctx, model, base, head, boundary):
-    recipe, config = ctx.recipe, ctx.recipe.finetune
+def _on_cached_activations(ctx, model, base, head, boundary, head_stage, stages):
+    recipe = ctx.recipe
     at_output = boundary == base.layers[-1].name
     boundary_tensor = base.get_layer(boundary).output
     upper = None if at_output else keras.Model(boundary_tensor, base.output, name=f"{base.name}_top")
     inputs = keras.Input(model.input.shape[1:])
     bottom = keras.Model(base.input, boundary_tensor, name=f"{base.name}_bottom")
     extractor = keras.Model(inputs, bottom(model.get_layer("preprocess")(inputs), training=False))
-    hits, stage1, stage2 = 0, {}, {}
+    hits, stage1, stage2 = 0, {}, {}  # the head's features, and the boundary activations' batches
     predict_bottom, predict_top = predictor(extractor), upper and predictor(upper)  # traced once, every split
     for split in ("train", "val"):
         (activations, labels), hit = extract_split(ctx, predict_bottom, split, None if at_output else boundary)
@@ -86,10 +91,9 @@ def _on_cached_activations(ctx, model, base, head, boundary):
         # epoch k's order depends on the seed and k alone, in both stages (epochs are counted across stages)
         index = epoch_index(labels, recipe.batch_size, recipe.seed) if split == "train" else \
             indexed_batches(None, labels, recipe.batch_size)
-        stage1[split] = gather(index, outputs, labels)
+        stage1[split] = outputs, labels
         stage2[split] = gather(index, activations, labels)
-    head_stage, *stages = config.stages()
-    history = train_stage(ctx, head, head_stage, stage1["train"], stage1["val"])
+    history = train_head(ctx, head, head_stage, stage1)
     if at_output:
         top = head
     else:

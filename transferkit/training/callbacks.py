@@ -137,6 +137,20 @@ def model_weights(model):
     return [np.array(averages[id(v)]) if id(v) in averages else w for v, w in zip(model.weights, weights)]
 
 
+def beats(monitor, value, tie, best, best_tie, ties=True):
+    """Whether ``value`` of ``monitor`` (a loss falls, an accuracy rises) beats ``best``; an equal value wins on a
+    lower ``tie`` (the validation loss) when ``ties``. How :class:`BestEpoch` ranks epochs, and
+    :func:`~transferkit.training.logistic.fit_logistic_stage` its candidate heads.
+
+    Example:
+        >>> beats("val_accuracy", 0.9, 0.2, best=0.9, best_tie=0.3)
+        True
+    """
+    if best is None or value != best:
+        return best is None or (value < best if monitor.endswith("loss") else value > best)
+    return ties and tie is not None and best_tie is not None and tie < best_tie
+
+
 class BestEpoch(keras.callbacks.EarlyStopping):
     """Keras' ``EarlyStopping`` that keeps the best epoch's weights, and picks up where a resumed stage left off.
 
@@ -166,10 +180,7 @@ class BestEpoch(keras.callbacks.EarlyStopping):
 
     def _better(self, value, tie):
         """Whether an epoch with ``value`` of the monitor (and ``tie``) beats the best so far."""
-        if self._is_improvement(value, self.best):
-            return True
-        return (self.tie is not None and self.best is not None and value == self.best and tie is not None
-                and self.best_tie is not None and tie < self.best_tie)
+        return beats(self.monitor, value, tie, self.best, self.best_tie, ties=self.tie is not None)
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
