@@ -88,13 +88,15 @@ def test_predict_reject_answers_unknown_below_the_threshold(calibrated, stripes,
         top = answer["predictions"][0]
         assert answer["answer"] == (top["label"] if top["probability"] >= stored else "unknown")
 
+    # a noise image can saturate to 1.0 in float32 (seen with bfloat16 training), which no threshold rejects
     top_noise = transferkit.load(calibrated.run_dir).predict(noise).max(axis=1)
-    assert top_noise.max() < 1, "the noise images' answers saturate: no threshold can reject them"
-    high = f"{np.nextafter(top_noise.max(), 1):.17g}"  # just above every noise image's top probability
-    out = transferkit_cli("predict", calibrated.run_dir, *noise, "--reject", high, cwd=tmp_path)
+    rejectable = [path for path, top in zip(noise, top_noise) if top < 1]
+    assert len(rejectable) >= len(noise) // 2, f"the noise images' answers saturate: {top_noise}"
+    high = f"{np.nextafter(top_noise[top_noise < 1].max(), 1):.17g}"  # just above each such image's top probability
+    out = transferkit_cli("predict", calibrated.run_dir, *rejectable, "--reject", high, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert len(lines) == len(noise) and all(": unknown (top probability below" in line for line in lines)
+    assert len(lines) == len(rejectable) and all(": unknown (top probability below" in line for line in lines)
 
 
 def test_predict_reject_without_a_stored_threshold_or_with_a_bad_one_is_one_line(calibrated, noise, tmp_path):
