@@ -100,7 +100,8 @@ class _Probability(click.ParamType):
         except (TypeError, ValueError):
             threshold = -1.0
         if not 0 <= threshold <= 1:
-            self.fail(f"{value!r} is not a probability from 0 to 1 (put --reject after the images, or give it "
+            last = "the images" if ctx is not None and ctx.command.name == "predict" else "SOURCE"
+            self.fail(f"{value!r} is not a probability from 0 to 1 (put --reject after {last}, or give it "
                       f"a number)", param, ctx)
         return threshold
 
@@ -330,15 +331,20 @@ def evaluate_(source, data_path, tta, tta_flips, out):
 @click.option("--name", default="model", show_default=True, help="The model's name in the URLs: /v1/models/NAME.")
 @click.option("--max-bytes", type=click.IntRange(min=1), default=10 * 2**20, show_default=True,
               help="The largest request body taken; a larger one is refused with 413.")
+@click.option("--reject", type=_Probability(), is_flag=False, flag_value=STORED, metavar="[THRESHOLD]",
+              help="Answer unknown when the top probability is below THRESHOLD (default: the one SOURCE stores, "
+                   "chosen on its validation split).")
 @_friendly
-def serve(source, port, host, name, max_bytes):
+def serve(source, port, host, name, max_bytes, reject):
     """Serve SOURCE (a run directory or an export of any format) over HTTP until Ctrl-C: TensorFlow Serving's
     REST API (POST /v1/models/NAME:predict, :explain for Grad-CAM) and, at /, a page to drop images on."""
     from transferkit.serve import make_server
 
-    server = make_server(source, host=host, port=port, name=name, max_bytes=max_bytes)
-    click.echo(f"serving {source} as '{name}' at {server.url}  (POST {server.url}v1/models/{name}:predict; "
-               f"Ctrl-C stops)")
+    server = make_server(source, host=host, port=port, name=name, max_bytes=max_bytes,
+                         reject=False if reject is None else None if reject == STORED else reject)
+    rejecting = f", unknown below {server.threshold:.4f}" if server.threshold is not None else ""
+    click.echo(f"serving {source} as '{name}' at {server.url}  (POST {server.url}v1/models/{name}:predict"
+               f"{rejecting}; Ctrl-C stops)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

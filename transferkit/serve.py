@@ -1,7 +1,8 @@
 """A local HTTP server for a run or an export: TensorFlow Serving's REST API and a page to drop images on.
 
 ``POST /v1/models/NAME:predict`` takes ``{"instances": [{"b64": "<base64 image file>"}, ...]}`` and answers
-``{"predictions": [{"probabilities": [...], "class_name": ..., "top_k": [...]}, ...]}``; ``:explain`` adds the
+``{"predictions": [{"probabilities": [...], "class_name": ..., "top_k": [...]}, ...]}`` (with a rejection threshold,
+also ``"answer"``: the class name, or ``"unknown"`` below it, and ``"reject_threshold"``); ``:explain`` adds the
 Grad-CAM overlay (a run directory or a Keras export); ``GET /v1/models/NAME`` is the model's status,
 ``/v1/models/NAME/metadata`` its class names, input size and backbone; ``/`` the page (``serve.html``).
 A bad request gets a 4xx and ``{"error": "<one line>"}``, and one log line.
@@ -102,9 +103,10 @@ class ModelServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, predictor, name, address, max_bytes):
-        self.predictor, self.name, self.max_bytes = predictor, name, max_bytes
+    def __init__(self, predictor, name, address, max_bytes, threshold=None):
+        self.predictor, self.name, self.max_bytes, self.threshold = predictor, name, max_bytes, threshold
         self.metadata = _describe(predictor, name)
+        self.metadata["metadata"]["reject_threshold"] = threshold
         self.explain_error = _explain_error(predictor, self.metadata["metadata"]["format"])
         self.metadata["metadata"]["explain"] = self.explain_error is None
         self.lock = threading.Lock()
@@ -119,13 +121,18 @@ class ModelServer(ThreadingHTTPServer):
         return f"http://{host}:{port}/"
 
     def predict(self, images):
-        """TF Serving's ``predictions``: probabilities, the top class and the ``TOP_K`` best of each image."""
+        """TF Serving's ``predictions``: probabilities, the top class and the ``TOP_K`` best of each image; with a
+        rejection threshold, the answer too (the top class, or ``"unknown"`` below the threshold)."""
         with self.lock:
             probabilities = self.predictor.predict(images)
         tops = self.predictor.top_k(probabilities, k=min(TOP_K, len(self.predictor.class_names)))
-        return [{"probabilities": row.tolist(), "class_name": top[0][0],
+        rows = [{"probabilities": row.tolist(), "class_name": top[0][0],
                  "top_k": [{"class_name": name, "probability": p} for name, p in top]}
                 for row, top in zip(probabilities, tops)]
+        if self.threshold is not None:
+            for row, answer in zip(rows, self.predictor.answers(probabilities, self.threshold)):
+                row.update(answer=answer, reject_threshold=self.threshold)
+        return rows
 
     def explain(self, images):
         """The prediction of one image with its Grad-CAM overlay (for the top class) as a base64 PNG."""
@@ -239,13 +246,16 @@ class Handler(BaseHTTPRequestHandler):
         """Nothing: :meth:`_answer` logs each request once, with its error if any."""
 
 
-def make_server(source, host="127.0.0.1", port=0, name="model", max_bytes=DEFAULT_MAX_BYTES):
+def make_server(source, host="127.0.0.1", port=0, name="model", max_bytes=DEFAULT_MAX_BYTES, reject=False):
     """A :class:`ModelServer` for ``source`` (a run directory or an export of any format, as
     :func:`transferkit.load` takes) listening on ``host:port`` (port 0: a free one), not yet serving: call
-    ``serve_forever()`` (in a thread, for tests) and ``shutdown()``; ``url`` is its page.
+    ``serve_forever()`` (in a thread, for tests) and ``shutdown()``; ``url`` is its page. ``reject``: False
+    answers every image with its top class; a probability, or None for the threshold ``source`` stores
+    (:meth:`~transferkit.predict.Predictor.threshold`), answers ``unknown`` below it.
 
     Example:
-        >>> server = make_server("runs/demo-finetune-20261123-171500/export/tflite", port=8501, name="fashion")
+        >>> server = make_server("runs/demo-finetune-20261123-171500/export/tflite", port=8501, name="fashion",
+        ...                      reject=None)
         >>> server.serve_forever()   # POST http://127.0.0.1:8501/v1/models/fashion:predict
     """
     from transferkit.predict import load
@@ -255,8 +265,9 @@ def make_server(source, host="127.0.0.1", port=0, name="model", max_bytes=DEFAUL
     if max_bytes < 1:
         raise TransferkitError(f"--max-bytes must be positive; got {max_bytes}")
     predictor = load(source)
+    threshold = None if reject is False else predictor.threshold(reject)
     predictor.predict(np.zeros((predictor.image_size, predictor.image_size, 3), np.uint8))  # warm up
     try:
-        return ModelServer(predictor, name, (host, port), max_bytes)
+        return ModelServer(predictor, name, (host, port), max_bytes, threshold)
     except OSError as err:
         raise TransferkitError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 import transferkit
+from conftest import cli
 from transferkit.serve import make_server
 
 MAX_BYTES = 2**18
@@ -83,6 +84,34 @@ def test_status_and_metadata(server):
     assert meta["class_names"] == ["horizontal", "vertical"] and meta["image_size"] == 32
     assert (meta["backbone"], meta["format"], meta["explain"]) == ("vgg16", "run", True)
     assert meta["weights"].startswith("hed-bsds500") and meta["runtime"].startswith("keras ")
+
+
+def test_reject_answers_unknown_below_the_threshold_given_or_stored(server, photos_run, images):
+    predictor = transferkit.load(photos_run.run_dir)
+    tops = np.sort(predictor.predict(images).max(axis=1))
+    assert tops[0] < tops[-1], tops  # the images' top probabilities differ: a threshold between them splits them
+    threshold = float((tops[0] + tops[-1]) / 2)
+    rejecting = _serving(photos_run.run_dir, reject=threshold)
+    stored = _serving(photos_run.run_dir, name="stored", reject=None)
+    try:
+        status, answer = request(rejecting, "/v1/models/model:predict", instances(*images))
+        assert status == 200
+        for prediction in answer["predictions"]:
+            top = max(prediction["probabilities"])
+            assert prediction["answer"] == ("unknown" if top < threshold else prediction["class_name"])
+            assert prediction["reject_threshold"] == threshold
+        assert {p["answer"] for p in answer["predictions"]} & {"unknown"}
+        assert {p["answer"] for p in answer["predictions"]} - {"unknown"}
+        assert request(rejecting, "/v1/models/model/metadata")[1]["metadata"]["reject_threshold"] == threshold
+        meta = request(stored, "/v1/models/stored/metadata")[1]["metadata"]
+        assert meta["reject_threshold"] == predictor.threshold()
+    finally:
+        for each in (rejecting, stored):
+            each.shutdown()
+            each.server_close()
+    _, plain = request(server, "/v1/models/model:predict", instances(images[0]))
+    assert "answer" not in plain["predictions"][0]  # no --reject: every image gets its top class
+    assert request(server, "/v1/models/model/metadata")[1]["metadata"]["reject_threshold"] is None
 
 
 def test_explain_returns_the_grad_cam_overlay_as_png(server, images):
@@ -157,11 +186,13 @@ def test_a_tflite_export_predicts_as_loaded_and_refuses_to_explain(photos_run, i
 
 def test_the_command_prints_the_url_serves_and_stops_on_ctrl_c(photos_run, tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "transferkit", "serve", str(photos_run.run_dir), "--port", "0",
-                                "--name", "stripes"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                                "--name", "stripes", "--reject"], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()
         assert " as 'stripes' at http://127.0.0.1:" in line, process.stderr.read() if not line else line
+        threshold = transferkit.load(photos_run.run_dir).threshold()
+        assert f"unknown below {threshold:.4f};" in line
         url = line.split(" at ")[1].split()[0]
         with urllib.request.urlopen(url + "v1/models/stripes", timeout=30) as answer:
             assert json.loads(answer.read())["model_version_status"][0]["state"] == "AVAILABLE"
@@ -174,6 +205,11 @@ def test_the_command_prints_the_url_serves_and_stops_on_ctrl_c(photos_run, tmp_p
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and missing.stderr.startswith("error: no-such-run is neither a run directory")
     assert "Traceback" not in missing.stderr
+
+
+def test_serve_reject_before_the_source_is_a_one_line_error(photos_run, tmp_path):
+    result = cli("serve", "--reject", photos_run.run_dir, cwd=tmp_path)
+    assert result.returncode == 2 and "is not a probability from 0 to 1 (put --reject after SOURCE" in result.stderr
 
 
 def _chromium():
@@ -215,3 +251,29 @@ def test_the_page_shows_the_top_classes_and_the_grad_cam(server, photos_run, ima
         browser.quit()
     shot = np.asarray(Image.open(screenshot).convert("RGB")).astype(int)
     assert (np.abs(shot - BAR_BLUE).sum(axis=-1) < 30).sum() > 200  # the bars were drawn
+
+
+def test_the_page_of_a_rejecting_server_says_unknown_below_its_threshold(photos_run, images, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    tops = transferkit.load(photos_run.run_dir).predict(images).max(axis=1)
+    doubtful = images[int(tops.argmin())]
+    assert tops.min() < 0.9999, tops  # 0.9999 rejects it, and the page must not round the threshold to 100 %
+    server = _serving(photos_run.run_dir, reject=0.9999)
+    browser = _chromium()
+    try:
+        browser.get(server.url)
+        WebDriverWait(browser, 20).until(lambda b: "unknown below" in b.find_element(By.ID, "model").text)
+        browser.find_element(By.ID, "file").send_keys(str(doubtful))
+        WebDriverWait(browser, 30).until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-state")
+                                         in ("done", "error"))
+        answer = browser.find_element(By.ID, "answer")
+        assert answer.is_displayed()
+        assert answer.text == "unknown: the top probability is below 99.99 %"
+        assert browser.find_elements(By.CSS_SELECTOR, "#classes .name")  # the classes are still listed
+        browser.save_screenshot(str(tmp_path / "serve-unknown.png"))
+    finally:
+        browser.quit()
+        server.shutdown()
+        server.server_close()
