@@ -7,7 +7,8 @@ import tensorflow as tf
 import transferkit
 from transferkit.baselines import create_baseline
 from transferkit.layers import Preprocess
-from transferkit.strategies.runtime import cpu_supports_bf16, gpus_support_float16, precision, resolve_precision
+from transferkit.strategies.runtime import (cpu_supports_bf16, float32_model, gpus_support_float16, is_mixed, precision,
+                                            resolve_precision)
 
 FAST = ["image_size=32", "base_blocks=null", "data.per_class=null", "head.units=16", "batch_size=16",
         "augment.flip=horizontal", "augment.rotation=0", "augment.shear=0", "augment.zoom=0",
@@ -51,6 +52,23 @@ def test_preprocess_and_softmax_dtypes_under_bfloat16():
     assert baseline.layers[-1].dtype_policy.name == "float32"
     assert baseline.layers[0].dtype_policy.name == "mixed_bfloat16"
     assert keras.backend.standardize_dtype(baseline(np.zeros((1, 32, 32, 3), "float32")).dtype) == "float32"
+
+
+def test_float32_model_switches_a_mixed_model_in_place_and_predicts_as_a_float32_rebuild():
+    images = np.random.default_rng(2).integers(0, 256, (8, 32, 32, 3)).astype("float32")
+    with precision("mixed_bfloat16"):
+        inputs = keras.Input((32, 32, 3))
+        model = keras.Model(inputs, create_baseline("small_convnet", (32, 32, 3), 3)(Preprocess("caffe")(inputs)))
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model.fit(images, np.arange(8) % 3, epochs=1, verbose=0)
+    mixed = model.predict(images, verbose=0)  # traces a bfloat16 predict function, which must not survive
+    rebuilt = float32_model(model, rebuild=True)
+    switched = float32_model(model)
+    assert switched is model and not is_mixed(model) and is_mixed(rebuilt) is False
+    expected = rebuilt.predict(images, verbose=0)
+    # relative: the small probabilities show bfloat16's rounding, which the check must be able to tell apart
+    np.testing.assert_allclose(model.predict(images, verbose=0), expected, rtol=1e-5, atol=1e-30)
+    assert not np.allclose(mixed, expected, rtol=1e-3, atol=1e-30)
 
 
 def _check_learned_and_reloads(result):

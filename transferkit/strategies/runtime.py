@@ -96,21 +96,33 @@ def is_mixed(model):
 
 
 def float32_model(model, rebuild=False):
-    """``model`` rebuilt with float32 layers and the same (float32) weights; ``model`` itself if already so,
-    unless ``rebuild`` (a model trained under a ``tf.distribute`` strategy is rebuilt outside it, so that it
-    predicts and saves like any other).
+    """``model`` computing in float32, to predict and save: its mixed-precision layers switched to float32 in
+    place (their variables are float32 already, so no weight changes) and its traced functions dropped; with
+    ``rebuild``, a float32 copy with the same weights (a model trained under a ``tf.distribute`` strategy is
+    rebuilt outside it, so that it predicts and saves like any other; trainable flags travel in the config, and
+    the copy is not compiled).
 
-    Trainable flags travel in the config; the copy is not compiled (it is for predicting and saving).
+    Example:
+        >>> model = float32_model(trained.model)   # trained under mixed_bfloat16
+        >>> is_mixed(model)
+        False
     """
-    if model is None or not (rebuild or is_mixed(model)):
+    if model is None:
         return model
-    import transferkit.layers  # noqa: F401  (registers Preprocess and LocalResponseNormalization)
+    if rebuild:
+        import transferkit.layers  # noqa: F401  (registers Preprocess and LocalResponseNormalization)
 
-    config = _float32_config(keras.saving.serialize_keras_object(model))
-    with precision("float32"):
-        clone = keras.saving.deserialize_keras_object(config)
-    clone.set_weights(model.get_weights())
-    return clone
+        config = _float32_config(keras.saving.serialize_keras_object(model))
+        with precision("float32"):
+            clone = keras.saving.deserialize_keras_object(config)
+        clone.set_weights(model.get_weights())
+        return clone
+    if is_mixed(model):
+        for layer in model._flatten_layers(include_self=True):
+            if layer.dtype_policy.name.startswith("mixed"):
+                layer.dtype_policy = "float32"
+        model.train_function = model.test_function = model.predict_function = None  # traced in the mixed dtype
+    return model
 
 
 DISTRIBUTIONS = ("none", "mirrored", "multiworker")
