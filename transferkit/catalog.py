@@ -4,6 +4,7 @@ from pathlib import Path
 
 from transferkit.backbones import BACKBONES
 from transferkit.baselines import BASELINES
+from transferkit.data.embedded import SAMPLES
 from transferkit.recipes import list_recipes, load_recipe
 from transferkit.registry import Registry
 from transferkit.strategies import STRATEGIES
@@ -45,13 +46,19 @@ def _recipes():
     return [(n, load_recipe(n).description) for n in list_recipes()]
 
 
+@KINDS.register("samples")
+def _samples():
+    return [(n, _first_line(load.__doc__)) for n, load in SAMPLES.items()]
+
+
 @KINDS.register("weights")
 def _weights():
     return list(WEIGHT_SOURCES)
 
 
 def catalog(what):
-    """``(name, description)`` pairs for ``backbones``, ``baselines``, ``strategies``, ``recipes`` or ``weights``.
+    """``(name, description)`` pairs for ``backbones``, ``baselines``, ``strategies``, ``recipes``, ``samples``
+    (the data sets shipped inside transferkit, ``data: {source: sample, name: NAME}``) or ``weights``.
 
     Any other ``what`` raises a :class:`TransferkitError` naming the valid ones.
 
@@ -63,7 +70,7 @@ def catalog(what):
 
 
 SNAPSHOT = Path(__file__).with_name("catalog_snapshot.json")
-SNAPSHOT_KINDS = ("backbones", "baselines", "strategies", "weights")  # what needs TensorFlow to list live
+SNAPSHOT_KINDS = ("backbones", "baselines", "strategies", "samples", "weights")  # what needs TensorFlow to list live
 
 
 def write_snapshot(path=SNAPSHOT):

@@ -182,10 +182,11 @@ def run(recipe, resume, strategy, backbone, weights, epochs, image_size, lr, bat
 
 
 @main.command("list")
-@click.argument("what", type=click.Choice(["backbones", "baselines", "strategies", "recipes", "weights"]))
+@click.argument("what", type=click.Choice(["backbones", "baselines", "strategies", "recipes", "samples", "weights"]))
 @_friendly(tensorflow=False)
 def list_(what):
-    """List what transferkit knows: backbones, baselines, strategies, recipes or weights sources."""
+    """List what transferkit knows: backbones, baselines, strategies, recipes, samples (the data sets it ships,
+    for data: {source: sample, name: NAME}) or weights sources."""
     from transferkit.listing import listing
 
     for name, description in listing(what):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from transferkit.errors import TransferkitError, did_you_mean
 
-KINDS = ("backbones", "baselines", "strategies", "recipes", "weights")
+KINDS = ("backbones", "baselines", "strategies", "recipes", "samples", "weights")
 
 
 def listing(what):

@@ -23,6 +23,14 @@ def test_list_shows_the_registries(tmp_path):
     assert {"vgg16", "resnet50", "inception_v3"} <= set(names)
     recipes = transferkit("list", "recipes", cwd=tmp_path).stdout
     assert "demo" in recipes and "cats_dogs" in recipes
+    samples = dict(line.split(maxsplit=1) for line in transferkit("list", "samples", cwd=tmp_path).stdout.splitlines())
+    assert set(samples) == {"fashion_mnist", "photos"} and "10 classes" in samples["fashion_mnist"]
+    from transferkit.data.sources import load_data
+    from transferkit.recipes import load_recipe
+
+    for name in samples:  # each listed name loads as data: {source: sample, name: NAME}
+        recipe = load_recipe("demo", [f"data.name={name}", "data.source=sample"])
+        assert load_data(recipe.data, recipe.seed).counts["test"] > 0
 
 
 def test_run_demo_finetune_offline_from_another_directory_writes_a_run_directory(tmp_path):
