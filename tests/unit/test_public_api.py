@@ -31,8 +31,8 @@ def test_grad_cam_and_export_are_reachable_from_import_transferkit_alone():
 
 
 def test_catalog_refuses_an_unknown_kind_naming_the_valid_ones():
-    with pytest.raises(TransferkitError, match=r"^unknown catalog 'backbone' \(did you mean 'backbones'\?\); "
-                                               r"choose one of: backbones, baselines, recipes, samples, strategies, weights$"):
+    with pytest.raises(TransferkitError, match=r"^unknown catalog 'backbone' \(did you mean 'backbones'\?\); choose "
+                                               r"one of: backbones, baselines, recipes, samples, strategies, weights$"):
         catalog("backbone")
     assert dict(catalog("weights"))["none"] == "random initialisation"
     assert "vgg16" in dict(catalog("backbones")) and "lenet5" in dict(catalog("baselines"))
