@@ -224,22 +224,31 @@ def _chromium():
     return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
 
 
-def test_the_page_shows_the_top_classes_and_the_grad_cam(server, photos_run, images, tmp_path):
+def _drop(browser, server, metadata_text, picture):
+    """Open ``server``'s page, wait for its model line to show ``metadata_text``, choose ``picture`` and wait for
+    the answer; the page must end in its ``done`` state."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(server.url)
+    WebDriverWait(browser, 20).until(lambda b: metadata_text in b.find_element(By.ID, "model").text)
+    browser.find_element(By.ID, "file").send_keys(str(picture))
+    WebDriverWait(browser, 30).until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-state")
+                                     in ("done", "error"))
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done", \
+        browser.find_element(By.ID, "error").text
+
+
+def test_the_page_shows_the_top_classes_and_the_grad_cam(server, photos_run, images, tmp_path):
+    from selenium.webdriver.common.by import By
 
     picture = tmp_path / "drop-me.png"  # a larger picture, as a person's would be
     Image.open(images[1]).resize((160, 160), Image.NEAREST).save(picture)
     expected = transferkit.load(photos_run.run_dir).predict(picture)[0]
     browser = _chromium()
     try:
-        browser.get(server.url)
-        WebDriverWait(browser, 20).until(lambda b: "vgg16" in b.find_element(By.ID, "model").text)
-        browser.find_element(By.ID, "file").send_keys(str(picture))
-        WebDriverWait(browser, 30).until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-state")
-                                         in ("done", "error"))
-        assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done", \
-            browser.find_element(By.ID, "error").text
+        _drop(browser, server, "vgg16", picture)
+        assert not browser.find_element(By.ID, "answer").is_displayed()  # no --reject: no answer line
         shown = [element.text for element in browser.find_elements(By.CSS_SELECTOR, "#classes .name")]
         assert shown == [("horizontal", "vertical")[i] for i in np.argsort(-expected, kind="stable")]
         assert browser.find_element(By.CSS_SELECTOR, "#classes .p").text == f"{100 * expected.max():.1f} %"
@@ -255,7 +264,6 @@ def test_the_page_shows_the_top_classes_and_the_grad_cam(server, photos_run, ima
 
 def test_the_page_of_a_rejecting_server_says_unknown_below_its_threshold(photos_run, images, tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     tops = transferkit.load(photos_run.run_dir).predict(images).max(axis=1)
     doubtful = images[int(tops.argmin())]
@@ -263,11 +271,7 @@ def test_the_page_of_a_rejecting_server_says_unknown_below_its_threshold(photos_
     server = _serving(photos_run.run_dir, reject=0.9999)
     browser = _chromium()
     try:
-        browser.get(server.url)
-        WebDriverWait(browser, 20).until(lambda b: "unknown below" in b.find_element(By.ID, "model").text)
-        browser.find_element(By.ID, "file").send_keys(str(doubtful))
-        WebDriverWait(browser, 30).until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-state")
-                                         in ("done", "error"))
+        _drop(browser, server, "unknown below 99.99 %", doubtful)
         answer = browser.find_element(By.ID, "answer")
         assert answer.is_displayed()
         assert answer.text == "unknown: the top probability is below 99.99 %"
