@@ -8,6 +8,7 @@ import pytest
 import transferkit
 from conftest import cli
 from transferkit.runs import read_history
+from transferkit.weights import build_base
 
 TINY = ["image_size=32", "head.units=16", "batch_size=16", "base_blocks=null", "data.per_class=null"]
 
@@ -89,6 +90,32 @@ def test_a_logistic_head_answers_as_the_logistic_regression_on_the_same_features
     ours = model.predict(test_images.astype("float32"), verbose=0).argmax(1)
     np.testing.assert_array_equal(ours, pipeline.predict(_features(model, test_images)))
     assert result.metrics["test_accuracy"] == pytest.approx(np.mean(ours == test_labels))
+
+
+@pytest.mark.parametrize("strategy", ["feature_extraction", "finetune"])
+def test_under_bfloat16_a_logistic_head_is_fitted_on_the_float32_features_the_saved_model_computes(
+        tmp_path, stripes, strategy):
+    from transferkit.probe import fit_quietly, logistic
+
+    fit = "feature_extraction.fit=logistic" if strategy == "feature_extraction" else "finetune.head_fit=logistic"
+    result = _run(tmp_path, stripes, strategy, fit, "mixed_precision=mixed_bfloat16", "finetune.augment=false",
+                  "finetune.patience=null", epochs=1)
+    assert result.metrics["precision"] == "mixed_bfloat16"
+    head = read_history(result.run_dir / "history.csv")[0]
+    recipe = result.recipe
+    base = build_base(recipe.backbone, recipe.weights, recipe.image_size, recipe.base_blocks)  # frozen, float32
+    model = keras.models.load_model(result.run_dir / "model.keras")  # for its preprocessing
+
+    def features(images):
+        return keras.ops.convert_to_numpy(base(model.get_layer("preprocess")(images.astype("float32")))).mean((1, 2))
+
+    pipeline = fit_quietly(logistic(result.metrics["stages"][0]["C"]), features(stripes["train"][0]),
+                           stripes["train"][1])
+    val_images, val_labels = stripes["val"]
+    p = pipeline.predict_proba(features(val_images))[np.arange(len(val_labels)), val_labels]
+    # the loss the run recorded for its head is that of the same fit on the float32 features (bfloat16 ones
+    # give a visibly different fit)
+    assert head["val_loss"] == pytest.approx(-np.mean(np.log(p)), rel=1e-3, abs=1e-6)
 
 
 def test_finetuning_from_a_logistic_head_keeps_it_unless_it_does_better(tmp_path, stripes):

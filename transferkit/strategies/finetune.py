@@ -4,7 +4,8 @@ import keras
 from transferkit.backbones import block_rates, unfreeze_top_blocks
 from transferkit.features import cached_extract, epoch_index, gather, indexed_batches, predictor
 from transferkit.strategies.common import Trained, frozen_classifier, register_strategy
-from transferkit.strategies.feature_extraction import extract_split, extractor_of, feature_key, train_head
+from transferkit.strategies.runtime import is_mixed
+from transferkit.strategies.feature_extraction import extract_split, feature_key, head_features, train_head
 from transferkit.training.stage import train_stage
 
 
@@ -49,9 +50,7 @@ def finetune(ctx, boundary_cache=None):
         return _on_cached_activations(ctx, model, base, head, boundary, head_stage, stages)
     train, val = ctx.data("train", augment=config.augment), ctx.data("val")
     if head_stage.fit == "logistic":  # fitted on the base's features of the images as they are
-        predict = predictor(extractor_of(model, base))
-        history = train_head(ctx, head, head_stage, {split: extract_split(ctx, predict, split)[0]
-                                                     for split in ("train", "val")})
+        history = train_head(ctx, head, head_stage, head_features(ctx, model, base, head_stage)[0])
     else:
         history = train_stage(ctx, model, head_stage, train, val)
     history, unfrozen = _fine_tune(ctx, model, base, stages, train, val, history)
@@ -79,20 +78,23 @@ def _on_cached_activations(ctx, model, base, head, boundary, head_stage, stages)
     extractor = keras.Model(inputs, bottom(model.get_layer("preprocess")(inputs), training=False))
     hits, stage1, stage2 = 0, {}, {}  # the head's features, and the boundary activations' batches
     predict_bottom, predict_top = predictor(extractor), upper and predictor(upper)  # traced once, every split
+    float32_head = head_stage.fit == "logistic" and is_mixed(model)  # fitted on float32 features: head_features
     for split in ("train", "val"):
         (activations, labels), hit = extract_split(ctx, predict_bottom, split, None if at_output else boundary)
         hits += hit
         if at_output:
-            outputs = activations
-        else:  # the base's outputs from the boundary activations: only the top blocks run
+            stage1[split] = activations, labels
+        elif not float32_head:  # the base's outputs from the boundary activations: only the top blocks run
             in_order = gather(indexed_batches(None, labels, recipe.batch_size), activations, labels)
-            (outputs, _), hit = cached_extract(feature_key(ctx, split), predict_top, in_order)
+            stage1[split], hit = cached_extract(feature_key(ctx, split), predict_top, in_order)
             hits += hit
         # epoch k's order depends on the seed and k alone, in both stages (epochs are counted across stages)
         index = epoch_index(labels, recipe.batch_size, recipe.seed) if split == "train" else \
             indexed_batches(None, labels, recipe.batch_size)
-        stage1[split] = outputs, labels
         stage2[split] = gather(index, activations, labels)
+    if float32_head:
+        stage1, hit = head_features(ctx, model, base, head_stage)
+        hits += hit
     history = train_head(ctx, head, head_stage, stage1)
     if at_output:
         top = head
