@@ -195,7 +195,8 @@ def plain_keras_answers(path, images, imports=()):
     """
     with tempfile.TemporaryDirectory() as scratch:
         np.save(Path(scratch) / "images.npy", np.asarray(images, np.float32))
-        done = subprocess.run([sys.executable, "-c", PLAIN_KERAS_CHILD, str(path), str(Path(scratch) / "images.npy"),
+        done = subprocess.run([sys.executable, "-c", PLAIN_KERAS_CHILD, str(Path(path).resolve()),
+                               str(Path(scratch) / "images.npy"),
                                json.dumps(list(imports))], capture_output=True, text=True, cwd=scratch,
                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=600)
     if done.returncode != 0:

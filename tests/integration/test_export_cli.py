@@ -3,6 +3,7 @@ folder."""
 import json
 import shutil
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
@@ -132,6 +133,15 @@ def test_export_tflite_and_onnx_measured_on_the_runs_test_split_then_predict_and
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip() == ("error: there is no run directory to re-load a test split from: pass a folder of "
                                   "class subfolders: data=FOLDER in Python, --data FOLDER on the command line")
+
+
+def test_a_keras_export_of_a_run_named_by_a_relative_path(trained, stripes, tmp_path):
+    # the README's usage, from the folder that holds the runs: the plain-Keras check loads it from elsewhere
+    out = transferkit_cli("export", trained.run_dir.name, "--format", "keras", cwd=trained.run_dir.parent)
+    assert out.returncode == 0, out.stderr
+    x = stripes["test"][0][:4].astype("float32")
+    reloaded = keras.saving.load_model(trained.run_dir / "export" / "keras" / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), trained.model.predict(x, verbose=0), atol=1e-5)
 
 
 def test_int8_export_calibrated_on_the_runs_training_images_with_a_uint8_input(trained, stripes, tmp_path):
