@@ -5,6 +5,7 @@ Mistakes and missing resources print one ``error:`` line and exit 2 (``--debug``
 import contextlib
 import functools
 import os
+import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -95,15 +96,32 @@ class _Probability(click.ParamType):
     def convert(self, value, param, ctx):
         if value == STORED:
             return value
+        value = value.strip() if isinstance(value, str) else value
         try:
             threshold = float(value)
         except (TypeError, ValueError):
-            threshold = -1.0
-        if not 0 <= threshold <= 1:
             last = "the images" if ctx is not None and ctx.command.name == "predict" else "SOURCE"
             self.fail(f"{value!r} is not a probability from 0 to 1 (put --reject after {last}, or give it "
                       f"a number)", param, ctx)
+        if not 0 <= threshold <= 1:
+            self.fail(f"{value!r} is not a probability from 0 to 1", param, ctx)
         return threshold
+
+
+class _RejectCommand(click.Command):
+    """A command with ``--reject [THRESHOLD]``: a negative number after it is its value (click reads ``-0.1`` as
+    an option ``-0``, even as ``--reject=-0.1``), so that the value's own error is the one shown."""
+
+    def parse_args(self, ctx, args):
+        joined, i = [], 0
+        while i < len(args):
+            if args[i] == "--reject" and i + 1 < len(args) and re.fullmatch(r"-\d*\.?\d+(e-?\d+)?", args[i + 1]):
+                joined += ["--reject", f" {args[i + 1]}"]  # a leading space: click no longer sees an option
+                i += 2
+            else:
+                joined.append(args[i])
+                i += 1
+        return super().parse_args(ctx, joined)
 
 
 def _strategies():
@@ -249,7 +267,7 @@ def runs_(out, as_json):
     click.echo(json.dumps(rows, indent=2) if as_json else table(rows))
 
 
-@main.command("predict")
+@main.command("predict", cls=_RejectCommand)
 @click.argument("source")
 @click.argument("images", nargs=-1, required=True)
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="Labels per image.")
@@ -323,7 +341,7 @@ def evaluate_(source, data_path, tta, tta_flips, out):
         click.echo(f"  wrote {path}")
 
 
-@main.command("serve")
+@main.command("serve", cls=_RejectCommand)
 @click.argument("source")
 @click.option("--port", type=click.IntRange(0, 65535), default=8501, show_default=True,
               help="The port to listen on (0: any free one).")

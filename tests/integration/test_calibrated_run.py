@@ -111,4 +111,8 @@ def test_predict_reject_without_a_stored_threshold_or_with_a_bad_one_is_one_line
     out = transferkit_cli("predict", old, noise[0], "--reject", "0.5", cwd=tmp_path)  # a given threshold works
     assert out.returncode == 0 and ": unknown" not in out.stdout  # of two classes, the top one has at least 0.5
     out = transferkit_cli("predict", old, "--reject", noise[0], cwd=tmp_path)
-    assert out.returncode == 2 and "is not a probability from 0 to 1" in out.stderr
+    assert out.returncode == 2 and "is not a probability from 0 to 1 (put --reject after the images" in out.stderr
+    for value in ("1.5", "-0.1", "-1"):  # a number out of range: no hint about where --reject goes
+        out = transferkit_cli("predict", old, noise[0], "--reject", value, cwd=tmp_path)
+        assert out.returncode == 2 and out.stderr.strip().endswith(f"'{value}' is not a probability from 0 to 1"), \
+            out.stderr
