@@ -17,7 +17,7 @@ from transferkit.data.embedded import ArraySplits
 from transferkit.data.datasets import from_datasets
 from transferkit.data.sources import Splits, from_arrays, load_data
 from transferkit.errors import TransferkitError
-from transferkit.recipes import Recipe, asks_image_size, list_recipes, load_recipe
+from transferkit.recipes import Recipe, asks_image_size, load_recipe, recipe_or_folder
 from transferkit.evaluation import classification_report, plot_confusion
 from transferkit.runs import (PeakMemory, RunTracker, history_csv, new_run_dir, plot_history, run_key, save_model,
                               save_predictions, write_atomic, write_json)
@@ -295,8 +295,7 @@ def prepare(recipe="demo", *, strategy=None, backbone=None, weights=None, epochs
     Example:
         >>> recipe, splits, probes = prepare("photos/", strategy="feature_extraction")
     """
-    if data is None and isinstance(recipe, (str, Path)) and Path(recipe).is_dir() and str(recipe) not in list_recipes():
-        data, recipe = recipe, "folder"  # transferkit run photos/: the recipe made for user data
+    recipe, data = recipe_or_folder(recipe, data)  # transferkit run photos/: the recipe made for user data
     explicit_size = asks_image_size(overrides, image_size)
     recipe = load_recipe(recipe, overrides, strategy=strategy, backbone=backbone, weights=weights,
                          image_size=image_size)

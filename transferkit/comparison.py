@@ -16,7 +16,7 @@ from transferkit.api import check_buildable, last_stage, natural_size, resolve_d
 from transferkit.backbone_choice import AUTO, choose_backbone
 from transferkit.evaluation import plot_confusion
 from transferkit.errors import TransferkitError
-from transferkit.recipes import asks_image_size, load_recipe
+from transferkit.recipes import asks_image_size, load_recipe, recipe_or_folder
 from transferkit.runs import (find_completed, load_predictions, read_history, run_key, save_figure, stage_changes,
                               write_atomic)
 from transferkit.stats import discordant, mcnemar_exact, right_of, wilson_interval
@@ -242,6 +242,7 @@ def compare(recipe="demo", strategies=None, backbones=None, baselines=None, out=
         >>> comparison = compare("demo", strategies=["scratch", "feature_extraction"])
         >>> comparison.rows[0]["run"], comparison.rows[1]["p_vs_best"], comparison.report_dir
     """
+    recipe, data = recipe_or_folder(recipe, data)  # transferkit compare photos/: the folder recipe on it
     base = load_recipe(recipe, overrides)
     distribution(base.distribute)  # made before any TensorFlow op runs (multiworker needs it); then reused
     splits, base = resolve_data(data, base, class_names)  # one load: identical splits for every run

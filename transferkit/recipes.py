@@ -325,6 +325,32 @@ def list_recipes():
     return sorted(p.stem for p in recipes_dir().glob("*.yaml"))
 
 
+def recipe_or_folder(recipe, data=None):
+    """``(recipe, data)`` for what ``run``, ``compare`` and ``lr-find`` take as RECIPE: a folder, when no data is
+    given, is the data of the ``folder`` recipe (``transferkit run photos/``); a name that is neither a shipped
+    recipe, a file nor a folder is a one-line error naming the closest recipe or folder beside it.
+
+    Example:
+        >>> recipe_or_folder("photos/")
+        ('folder', 'photos/')
+        >>> recipe_or_folder("photoz")
+        TransferkitError: unknown recipe or folder 'photoz' (did you mean 'photos'?); ...
+    """
+    if data is not None or not isinstance(recipe, (str, Path)) or str(recipe) in list_recipes():
+        return recipe, data
+    path = Path(recipe)
+    if path.is_dir():
+        return "folder", recipe
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return recipe, data  # a recipe file, or the error that it is missing
+    beside = path.parent if path.parent.is_dir() else None
+    folders = [] if beside is None else [str(p) if str(beside) != "." else p.name
+                                         for p in beside.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    raise TransferkitError(f"unknown recipe or folder '{_show(recipe)}'{did_you_mean(str(path), list_recipes() + folders)}"
+                           f"; give a shipped recipe ({', '.join(list_recipes())}), a recipe .yaml file, or a folder "
+                           f"with one subfolder of images per class")
+
+
 def _read(name_or_path):
     path = Path(name_or_path)
     if not path.suffix:

@@ -49,7 +49,7 @@ def test_run_demo_finetune_offline_from_another_directory_writes_a_run_directory
 
 
 @pytest.mark.parametrize("args, message", [
-    (["run", "demoo"], "unknown recipe 'demoo' (did you mean 'demo'?)"),
+    (["run", "demoo"], "unknown recipe or folder 'demoo' (did you mean 'demo'?)"),
     (["run", "demo", "--strategy", "finetunning"], "did you mean 'finetune'"),
     (["run", "demo", "--backbone", "vgg61"], "did you mean 'vgg16'"),
     (["run", "demo", "--set", "finetune.unfreez_blocks=2"], "did you mean 'unfreeze_blocks'"),
@@ -68,6 +68,18 @@ def test_mistakes_get_one_line_and_exit_2(tmp_path, args, message):
     assert message in out.stderr
     assert "Traceback" not in out.stderr
     assert [line for line in out.stderr.splitlines() if line.startswith("error:")] == [out.stderr.strip()]
+
+
+@pytest.mark.parametrize("command", ["run", "compare", "lr-find"])
+def test_a_mistyped_folder_is_named_with_the_folder_beside_it(tmp_path, command):
+    for name in ("cat", "dog"):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+    for typed in ("photoz", "./photoz/"):
+        out = transferkit(command, typed, cwd=tmp_path)
+        assert out.returncode == 2 and "Traceback" not in out.stderr
+        assert out.stderr.startswith(f"error: unknown recipe or folder '{typed}'") and \
+            "(did you mean 'photos'?)" in out.stderr and "a folder with one subfolder of images per class" in \
+            out.stderr, out.stderr
 
 
 def test_debug_shows_the_traceback(tmp_path):

@@ -141,3 +141,14 @@ def test_a_scratch_run_trains_at_scratch_image_size_unless_a_size_is_asked_for()
     assert load_recipe("demo", strategy="feature_extraction").image_size == 224
     assert load_recipe("demo", strategy="scratch", image_size=96).image_size == 96
     assert load_recipe("demo", ["image_size=128"], strategy="scratch").image_size == 128
+
+
+def test_a_folder_given_as_the_recipe_is_the_folder_recipes_data(tmp_path):
+    from transferkit.recipes import recipe_or_folder
+
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    assert recipe_or_folder(tmp_path / "photos") == ("folder", tmp_path / "photos")
+    assert recipe_or_folder("demo") == ("demo", None)
+    assert recipe_or_folder(tmp_path / "photos", data="other/") == (tmp_path / "photos", "other/")  # data given
+    with pytest.raises(TransferkitError, match=r"unknown recipe or folder '.*photoz' \(did you mean '.*photos'\?\)"):
+        recipe_or_folder(tmp_path / "photoz")
