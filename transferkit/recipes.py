@@ -413,7 +413,7 @@ def apply_override(data, assignment):
             where = ".".join(keys[:depth]) or "recipe"
             raise TransferkitError(
                 f"unknown key '{_show('.'.join(keys[:depth + 1]))}' in {_show(where)}"
-                f"{did_you_mean(part, model.model_fields)}"
+                f"{(_in_sections(part) if depth == 0 else '') or did_you_mean(part, model.model_fields)}"
             )
         if depth == len(keys) - 1:
             try:
@@ -425,6 +425,20 @@ def apply_override(data, assignment):
             if not isinstance(node, dict):
                 raise TransferkitError(f"'{_show('.'.join(keys[:depth + 1]))}' is not a section")
     return data
+
+
+FLAGS = {"epochs": "--epochs", "learning_rate": "--lr"}  # section keys the CLI sets for the last stage
+
+
+def _in_sections(key):
+    """" (a key of finetune.epochs, scratch.epochs, ...; --epochs sets the last stage's)" for a top-level ``key``
+    that lives in sections, or ""."""
+    owners = [f"{name}.{key}" for name in Recipe.model_fields
+              if (fields := _fields_at([name])) is not None and key in fields.model_fields]
+    if not owners:
+        return ""
+    flag = f"; {FLAGS[key]} sets the last stage's" if key in FLAGS else ""
+    return f" (a key of {', '.join(owners)}{flag})"
 
 
 def _format_error(err):

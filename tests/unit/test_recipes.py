@@ -42,6 +42,9 @@ def test_top_level_fields_override_the_recipe():
 @pytest.mark.parametrize("override, expected", [
     ("finetune.unfreez_blocks=2", "unknown key 'finetune.unfreez_blocks' in finetune (did you mean 'unfreeze_blocks'?)"),
     ("imagesize=3", "unknown key 'imagesize' in recipe (did you mean 'image_size'?)"),
+    ("epochs=3", "unknown key 'epochs' in recipe (a key of feature_extraction.epochs, frozen_augment.epochs, "
+                 "finetune.epochs, scratch.epochs; --epochs sets the last stage's)"),
+    ("unfreeze_blocks=2", "unknown key 'unfreeze_blocks' in recipe (a key of finetune.unfreeze_blocks)"),
     ("image_size=big", "image_size"),
     ("finetune.learning_rate=-1", "finetune.learning_rate"),
     ("head.pooling=median", "head.pooling"),
