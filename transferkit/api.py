@@ -56,8 +56,8 @@ IN_PYTHON = {"data.source": "arrays", "data.per_class": None}
 
 def check_buildable(recipe):
     """Refuse, before any data is read, a recipe whose network cannot be built (an unknown backbone or
-    baseline, weights the backbone cannot take, an image size below the network's minimum) or that would
-    train no epoch at all.
+    baseline, weights the backbone cannot take, an image size below the network's minimum, more blocks to
+    unfreeze than the base has) or that would train no epoch at all.
 
     Example:
         >>> check_buildable(load_recipe("demo", backbone="resnet50"))
@@ -70,8 +70,12 @@ def check_buildable(recipe):
     if not STRATEGIES.get_or_raise(recipe.strategy).uses_backbone:
         BASELINES.get_or_raise(recipe.section().baseline).check_size(recipe.image_size)
     elif recipe.backbone != AUTO:  # auto is resolved with the data (resolve_backbone)
-        BACKBONES.get_or_raise(recipe.backbone).check_size(recipe.image_size)
+        backbone = BACKBONES.get_or_raise(recipe.backbone)
+        backbone.check_size(recipe.image_size)
         check_source(recipe.weights, recipe.backbone)
+        unfrozen = getattr(recipe.section(), "max_unfrozen", None)  # a section that unfreezes blocks
+        if unfrozen is not None:
+            backbone.check_unfreeze(unfrozen(), recipe.base_blocks)
 
 
 def unused_overrides(recipe, overrides):

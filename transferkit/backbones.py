@@ -62,6 +62,15 @@ class BackboneSpec:
             )
 
 
+    def check_unfreeze(self, blocks, base_blocks=None):
+        """Raise a TransferkitError if ``blocks`` is more blocks than a base of ``base_blocks`` blocks (None: all)
+        of this backbone has, before any data is read (:func:`unfreeze_top_blocks` checks the built base)."""
+        available = len(self.block_ends) if base_blocks is None else min(base_blocks, len(self.block_ends))
+        if not 0 <= blocks <= available:
+            raise TransferkitError(f"unfreeze_blocks must be between 0 and {available} for this {self.name} base; "
+                                   f"got {blocks}")
+
+
 def _xception(**kwargs):
     """``keras.applications.Xception`` with its residual adds named ``block2_add`` .. ``block13_add``.
 

@@ -57,6 +57,9 @@ def test_run_demo_finetune_offline_from_another_directory_writes_a_run_directory
     (["run", "demo", "--strategy", "feature_extraction", "--set", "feature_extraction.epochs=0"],
      "feature_extraction would train no epoch"),
     (["run", "demo", "--data", "no/such/folder"], "data folder not found"),
+    # checked before the data is looked at: the missing folder is not what it says
+    (["run", "demo", "--set", "finetune.unfreeze_blocks=99", "--data", "no/such/folder"],
+     "unfreeze_blocks must be between 0 and 8 for this efficientnet_lite0 base; got 99"),
     (["run", "demo", "--weights", "missing.weights.h5"], "neither a file nor one of"),
     (["run", "demo", "--out", "/dev/null/runs"], "cannot create a run folder in /dev/null/runs"),
 ])
