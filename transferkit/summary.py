@@ -26,11 +26,14 @@ def _stages(recipe):
         if not stage.epochs:
             continue
         if stage.fit == "logistic":
-            parts.append(f"{stage.name} fitted as a logistic regression")
+            parts.append(f"{stage.name} fitted as a logistic regression (C chosen by {stage.monitor})")
             continue
         blocks = f" (top {stage.unfreeze_blocks} block(s) unfrozen)" if stage.unfreeze_blocks is not None else ""
         parts.append(f"{stage.name}{blocks} {stage.epochs} epochs at lr {_rate(stage.learning_rate)}")
-    first = stages[0]
+    trained = [stage for stage in stages if stage.epochs and stage.fit != "logistic"]
+    if not trained:  # a logistic fit alone: no epochs, so no schedule and no early stopping
+        return ", then ".join(parts)
+    first = trained[0]
     stopping = f"early stopping on {first.monitor} after {first.patience}" if first.patience else "no early stopping"
     kept = ", best epoch kept" if first.restore_best else ""
     return f"{', then '.join(parts)}; {first.schedule} schedule, {stopping}{kept}"

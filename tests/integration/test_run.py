@@ -136,7 +136,10 @@ def test_a_folder_as_the_recipe_is_named_for_it_and_sized_by_its_images(tmp_path
     printed = captured.out
     assert ("image size 224 px: the size efficientnet_lite0's imagenet weights were trained at (the training "
             "images' median side is 48 px; the scratch baseline trains at 64 px)") in printed
-    assert "data      my-photos: 2 classes" in printed and "head fitted as a logistic regression" in printed
+    assert "data      my-photos: 2 classes" in printed
+    stages = next(line for line in printed.splitlines() if line.startswith("stages    "))
+    assert stages.startswith("stages    head fitted as a logistic regression (C chosen by val_accuracy); batch ")
+    assert "schedule" not in stages and "early stopping" not in stages  # a fit has neither
     assert "stage 'head': logistic regression on 1280 pooled features" in printed  # the folder recipe's head
     assert "warning: --epochs changes nothing: feature_extraction.fit is logistic" in captured.err
     saved = transferkit.load_recipe(str(result.run_dir / "recipe.yaml"))

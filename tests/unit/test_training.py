@@ -157,6 +157,15 @@ def test_early_stopping_keeps_the_epoch_with_the_best_validation_score():
     assert kept["loss"] < losses[-1]
 
 
+@pytest.mark.parametrize("epochs, stopped_early", [(3, False), (6, True)])
+def test_patience_running_out_at_the_last_epoch_is_no_early_stop(epochs, stopped_early):
+    # rate 0: no epoch after the first improves on it, so a patience of 2 runs out at epoch 3
+    keras.utils.set_random_seed(0)
+    record, rows, _ = _fit_noisy(_big_model(), Stage("scratch", epochs, 0.0, patience=2), 48, flipped=False)
+    assert record["epochs_run"] == len(rows) == 3 and record["kept_epoch"] == 1
+    assert record["stopped_early"] is stopped_early
+
+
 @pytest.mark.parametrize("carry", [True, False])
 def test_a_stage_that_never_beats_the_stage_before_keeps_its_weights(carry):
     keras.utils.set_random_seed(0)

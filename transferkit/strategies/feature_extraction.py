@@ -1,4 +1,4 @@
-"""Feature extraction: run the frozen conv base once, cache the features, train a dense head on them."""
+"""Feature extraction: run the frozen conv base once, cache the features, fit a head on them."""
 import keras
 
 from transferkit.features import (cache_key, cached_extract, epoch_index, extraction_batches, gather, indexed_batches,
@@ -88,7 +88,7 @@ def feature_batches(ctx, features, labels, split):
 
 @register_strategy("feature_extraction", stage="head")
 def feature_extraction(ctx):
-    """Run the frozen conv base once, cache the features, train a dense head on them.
+    """Run the frozen conv base once, cache the features, fit a head on them (logistic or a trained dense one).
 
     With ``fit: logistic`` (the setting of the recipes for small sets: demo, demo_fashion, folder) the head is
     linear, fitted as a logistic regression to convergence on the features. The returned model chains

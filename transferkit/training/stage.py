@@ -167,8 +167,9 @@ def train_stage(ctx, model, stage, train, val, start_epoch=0, multipliers=None, 
     callbacks = [guard, *seeds, LogLearningRate(), *ema, *([best] if best else []), *ctx.callbacks,
                  *(checkpoint_callbacks(tracker, stage.name) if tracker else []), StopOnInterrupt()]
     if ctx.verbose:  # the whole classifier's parameters, also when a stage trains on features
-        print(f"stage '{stage.name}': epochs {start_epoch + 1}-{start_epoch + stage.epochs}, learning rate {rate:g} "
-              f"({stage.schedule}), {_trainable(ctx.model or model, model)}", flush=True)
+        done = f" (resumed: {start_epoch + 1}-{resumed_at} done)" if resumed_at > start_epoch else ""
+        print(f"stage '{stage.name}': epochs {resumed_at + 1}-{start_epoch + stage.epochs}{done}, learning rate "
+              f"{rate:g} ({stage.schedule}), {_trainable(ctx.model or model, model)}", flush=True)
     # BackupAndRestore restores a resumed stage through model._initial_epoch, which Keras never clears:
     # left over from the previous stage it would make this one start at the wrong epoch.
     model._initial_epoch = None
@@ -181,7 +182,9 @@ def train_stage(ctx, model, stage, train, val, start_epoch=0, multipliers=None, 
     rows = tracker.rows(stage.name) if tracker else _rows(history, stage.name, start_epoch)
     record = {"stage": stage.name, "epochs_run": len(rows), "epochs_planned": stage.epochs,
               "kept_epoch": best.kept_epoch if best else (rows[-1]["epoch"] if rows else None),
-              "stopped_early": bool(best and best.stopped_epoch), "monitor": stage.monitor if best else None,
+              # patience running out at the last epoch stops nothing early
+              "stopped_early": bool(best and best.stopped_epoch and len(rows) < stage.epochs),
+              "monitor": stage.monitor if best else None,
               "best": float(best.best) if best and stage.restore_best and best.best is not None else None,
               "best_tie": float(best.best_tie) if best and best.best_tie is not None else None,
               "learning_rate": rate, "schedule": stage.schedule}
