@@ -35,6 +35,7 @@ def trained(make_model, optimizer, jit_compile=False, strategy=None):
     with strategy.scope() if strategy else contextlib.nullcontext():
         model = make_model()
         model.compile(optimizer=optimizer(), loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
+    assert model.jit_compile == jit_compile  # Keras drops XLA without failing, e.g. once op determinism is on
     model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     return model
 
@@ -47,12 +48,31 @@ def distances(make_model=conv_model, **kwargs):
     return moved, max(np.abs(a - b).max() for a, b in zip(ours.get_weights(), theirs.get_weights()))
 
 
+def _in_a_fresh_process(call, setup=""):
+    """The numbers ``call`` (an expression giving a tuple, e.g. ``distances(...)``) gives in a new Python after
+    ``setup``: for what process-wide settings an earlier test made (op determinism, which turns XLA off) must not
+    reach, or what must come before TensorFlow starts (logical devices)."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(HERE)!r})
+{setup}
+from test_optimizer import distances
+print("RESULT", *{call})
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300)
+    line = next((row for row in proc.stdout.splitlines() if row.startswith("RESULT")), None)
+    assert line, proc.stderr[-3000:]
+    return [float(value) for value in line.split()[1:]]
+
+
 @pytest.mark.parametrize("mode", ["graph", "xla", "mixed_float16", "sparse"])
 def test_fused_adam_trains_to_the_same_weights_as_keras_adam(mode):
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16" if mode == "mixed_float16" else "float32")
     try:
-        moved, off = distances(embedding_model if mode == "sparse" else conv_model, jit_compile=mode == "xla")
+        moved, off = _in_a_fresh_process("distances(jit_compile=True)") if mode == "xla" else \
+            distances(embedding_model if mode == "sparse" else conv_model)
     finally:
         keras.config.set_dtype_policy(previous)
     print(mode, moved, off)
@@ -61,24 +81,15 @@ def test_fused_adam_trains_to_the_same_weights_as_keras_adam(mode):
 
 
 def test_fused_adam_under_mirrored_strategy_on_two_devices():
-    script = f"""
-import sys
+    setup = """
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-sys.path.insert(0, {str(HERE)!r})
-from test_optimizer import distances
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-print("RESULT", strategy.num_replicas_in_sync, *distances(strategy=strategy))
 """
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300)
-    line = next((row for row in proc.stdout.splitlines() if row.startswith("RESULT")), None)
-    assert line, proc.stderr[-3000:]
-    replicas, moved, off = line.split()[1:]
-    print(line)
-    assert int(replicas) == 2
-    assert float(moved) > 0.05 and float(off) < 1e-5
+    replicas, moved, off = _in_a_fresh_process("(strategy.num_replicas_in_sync, *distances(strategy=strategy))", setup)
+    assert replicas == 2
+    assert moved > 0.05 and off < 1e-5
 
 
 def test_a_model_trained_with_it_saves_and_loads_in_plain_keras(tmp_path):
