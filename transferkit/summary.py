@@ -65,4 +65,7 @@ def run_summary(recipe, splits, policy, probes=None):
         if missing:
             warnings.append(f"warning: no {split} images of class {', '.join(map(repr, missing[:3]))}"
                             f"{' ...' if len(missing) > 3 else ''}: its {split} accuracy cannot be measured")
+    if recipe.jit_compile and recipe.deterministic:
+        warnings.append("warning: jit_compile: true changes nothing with deterministic: true (Keras compiles with "
+                        "XLA only while TensorFlow's op determinism is off)")
     return lines, warnings

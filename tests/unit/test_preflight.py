@@ -50,6 +50,9 @@ def test_summary_warns_of_a_class_that_validation_never_shows(stripes):
     lines, warnings = run_summary(transferkit.load_recipe("demo"), splits, "float32")
     assert lines[0].startswith("data      demo: 2 classes; train 96 (48 per class), val 16, test 64")
     assert warnings == ["warning: no val images of class 'vertical': its val accuracy cannot be measured"]
+    _, warnings = run_summary(transferkit.load_recipe("demo", ["jit_compile=true", "deterministic=true"]), splits,
+                              "float32")
+    assert warnings[-1].startswith("warning: jit_compile: true changes nothing with deterministic: true")
 
 
 def test_a_set_in_a_section_the_strategy_does_not_use_is_named(tmp_path, capsys):
