@@ -61,14 +61,16 @@ class BackboneSpec:
                 f"image size {image_size} is below {self.name}'s minimum of {self.min_size} pixels"
             )
 
-
     def check_unfreeze(self, blocks, base_blocks=None):
         """Raise a TransferkitError if ``blocks`` is more blocks than a base of ``base_blocks`` blocks (None: all)
         of this backbone has, before any data is read (:func:`unfreeze_top_blocks` checks the built base)."""
         available = len(self.block_ends) if base_blocks is None else min(base_blocks, len(self.block_ends))
-        if not 0 <= blocks <= available:
-            raise TransferkitError(f"unfreeze_blocks must be between 0 and {available} for this {self.name} base; "
-                                   f"got {blocks}")
+        _check_unfreeze(self.name, blocks, available)
+
+
+def _check_unfreeze(name, blocks, available):
+    if not 0 <= blocks <= available:
+        raise TransferkitError(f"unfreeze_blocks must be between 0 and {available} for this {name} base; got {blocks}")
 
 
 def _xception(**kwargs):
@@ -152,10 +154,7 @@ def unfreeze_top_blocks(base, spec, num_blocks):
     """
     names = [layer.name for layer in base.layers]
     ends = [end for end in spec.block_ends if end in names]  # a base cut with base_blocks has fewer
-    if not 0 <= num_blocks <= len(ends):
-        raise TransferkitError(
-            f"unfreeze_blocks must be between 0 and {len(ends)} for this {spec.name} base; got {num_blocks}"
-        )
+    _check_unfreeze(spec.name, num_blocks, len(ends))
     if num_blocks == 0:
         start = len(names)
     elif num_blocks == len(ends):

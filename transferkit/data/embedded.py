@@ -40,9 +40,7 @@ class ArraySplits:
 def load_sample():
     """Fashion-MNIST (MIT), 10 classes of garments, 28 px gray as RGB: 100 train, 30 val, 30 test per class.
 
-    Loaded as ``ArraySplits``, the gray channel repeated 3 times.
-
-    1000 train, 300 val and 300 test images of 28x28 pixels, the same number for each of the 10 classes.
+    Loaded as ``ArraySplits`` (1000 train, 300 val, 300 test), the gray channel repeated 3 times.
 
     Example:
         >>> splits = load_sample()

@@ -55,9 +55,10 @@ def head_features(ctx, model, base, stage):
         True
     """
     extractor = extractor_of(model, base)
-    if stage.fit == "logistic" and is_mixed(extractor):
+    in_float32 = stage.fit == "logistic" and is_mixed(extractor)
+    if in_float32:
         extractor = float32_model(extractor, rebuild=True)  # a copy: the model itself keeps the run's policy
-    with precision(None if is_mixed(extractor) else "float32"):
+    with precision("float32" if in_float32 else None):  # the policy also keys the cache
         predict = predictor(extractor)  # one traced function for every split
         extracted = {split: extract_split(ctx, predict, split) for split in ("train", "val")}
     return {split: data for split, (data, _) in extracted.items()}, sum(hit for _, hit in extracted.values())
